@@ -1,0 +1,196 @@
+"""The Jupyter Server extension: configuration, and wiring into jupyter_server.
+
+``Warden`` is an ExtensionApp. Linking it (which happens before the server
+builds its configurables) installs the warden's identity provider and the
+contents manager that hides the state folder; loading it opens the store.
+Every option is a traitlet here, documented by its ``help``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Enum, Float, Int, List, Unicode, default, validate
+
+from .identity.accounts import Accounts
+from .identity.provider import WardenIdentityProvider
+from .identity.throttle import SignInThrottle
+from .store import Store, StoreError, default_db_url, ensure_state_dir
+from .enforce.contents import hiding_contents_manager
+
+
+def default_state_dir() -> str:
+    return os.environ.get("WARDEN_STATE") or str(
+        Path.home() / ".local" / "share" / "jupyter-warden"
+    )
+
+
+class Warden(ExtensionApp):
+    """jupyter-warden: access levels, sealed cells, sandboxed kernels, a vault and an audit log."""
+
+    name = "jupyter_warden"
+    description = __doc__
+    load_other_extensions = True
+
+    state_dir = Unicode(
+        help="""Folder for the warden's state: database, key ring and logs.
+        Created with mode 0700. Never reachable through the contents API, even
+        under the served root. Default: $WARDEN_STATE, else
+        ~/.local/share/jupyter-warden.""",
+    ).tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self):
+        return default_state_dir()
+
+    db_url = Unicode(
+        help="""SQLAlchemy URL of the policy store, e.g.
+        postgresql://warden@db/warden. Default: $WARDEN_DB, else SQLite
+        (WAL mode) at STATE_DIR/warden.db.""",
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self):
+        return os.environ.get("WARDEN_DB") or default_db_url(self.state_dir)
+
+    identity = Enum(
+        ["accounts", "proxy"],
+        default_value="accounts",
+        help="""Where users come from. 'accounts': the warden's own accounts, with
+        the sign-in page and API tokens. 'proxy': a trusted reverse proxy names
+        the user in `proxy_header`.""",
+    ).tag(config=True)
+
+    proxy_header = Unicode(
+        "X-Forwarded-User",
+        help="In 'proxy' identity mode, the request header that names the user.",
+    ).tag(config=True)
+
+    trusted_proxies = List(
+        Unicode(),
+        default_value=["127.0.0.1/32", "::1/128"],
+        help="""In 'proxy' identity mode, the addresses or networks (CIDR) the
+        proxy connects from. A request from anywhere else is refused, and its
+        header ignored.""",
+    ).tag(config=True)
+
+    @validate("trusted_proxies")
+    def _valid_networks(self, proposal):
+        for value in proposal["value"]:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as e:
+                raise ValueError(f"Warden.trusted_proxies: {e}") from None
+        return proposal["value"]
+
+    proxy_create_users = Bool(
+        True,
+        help="""In 'proxy' identity mode, create an account (without a password)
+        the first time the proxy names an unknown user. If False, unknown users
+        are refused.""",
+    ).tag(config=True)
+
+    session_lifetime_hours = Float(
+        24 * 7,
+        help="How long a browser sign-in lasts, in hours, before the user signs in again.",
+    ).tag(config=True)
+
+    cookie_samesite = Enum(
+        ["Lax", "Strict"],
+        default_value="Lax",
+        help="The SameSite attribute of the sign-in cookie.",
+    ).tag(config=True)
+
+    secure_cookie = Bool(
+        None,
+        allow_none=True,
+        help="""Mark the sign-in cookie Secure (HTTPS only). Default (None): when
+        the request came over HTTPS, which includes a TLS-terminating proxy when
+        ServerApp.trust_xheaders is set.""",
+    ).tag(config=True)
+
+    signin_free_attempts = Int(
+        5,
+        help="Failed sign-ins allowed per user name and per address before each try must wait.",
+    ).tag(config=True)
+
+    signin_base_delay = Float(
+        1.0,
+        help="Seconds of the first wait after the free attempts; each further failure doubles it.",
+    ).tag(config=True)
+
+    signin_max_delay = Float(
+        300.0,
+        help="The longest wait, in seconds, between sign-in attempts.",
+    ).tag(config=True)
+
+    # -- derived ------------------------------------------------------------
+
+    @property
+    def session_lifetime(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.session_lifetime_hours)
+
+    @property
+    def session_lifetime_days(self) -> float:
+        return self.session_lifetime_hours / 24
+
+    @property
+    def trusted_networks(self):
+        return [ipaddress.ip_network(v, strict=False) for v in self.trusted_proxies]
+
+    # -- wiring -------------------------------------------------------------
+
+    def _link_jupyter_server_extension(self, serverapp):
+        super()._link_jupyter_server_extension(serverapp)
+        state = Path(self.state_dir).expanduser().resolve()
+        root = Path(serverapp.root_dir).expanduser().resolve()
+        if root == state or state in root.parents:
+            self._refuse(
+                f"the served root {root} lies inside the warden state folder {state}; "
+                "choose a state folder outside the root (--state or WARDEN_STATE)"
+            )
+        serverapp.identity_provider_class = WardenIdentityProvider
+        base = serverapp.contents_manager_class
+        if hasattr(base, "_get_os_path"):
+            serverapp.contents_manager_class = hiding_contents_manager(base, [str(state)])
+        else:
+            self.log.warning(
+                "contents manager %s is not file-backed; the state folder is not hidden by it",
+                base.__name__,
+            )
+
+    def initialize_settings(self):
+        try:
+            ensure_state_dir(self.state_dir)
+            self.store = Store(self.db_url)
+            self.store.upgrade()
+        except (StoreError, OSError) as e:
+            self._refuse(str(e))
+        self.accounts = Accounts(self.store)
+        self.throttle = SignInThrottle(
+            free_attempts=self.signin_free_attempts,
+            base_delay=self.signin_base_delay,
+            max_delay=self.signin_max_delay,
+        )
+        self.settings["warden"] = self
+        self.log.info(
+            "jupyter-warden: state in %s, store %s, identity mode %r",
+            self.state_dir,
+            self.store.display_url,
+            self.identity,
+        )
+
+    def _refuse(self, reason: str):
+        # Extension errors are otherwise logged and skipped; a server that
+        # can't enforce its rules must not start at all.
+        self.log.critical("jupyter-warden can't start: %s", reason)
+        raise SystemExit(f"jupyter-warden: {reason}")
+
+    async def stop_extension(self):
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.dispose()

@@ -1,0 +1,94 @@
+"""Sign-in and sign-out pages for built-in accounts.
+
+A failed sign-in reads and costs the same whether the user exists or not;
+repeated failures are slowed per user name and per address (``throttle``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import jinja2
+from jupyter_server.auth.decorator import allow_unauthenticated
+from jupyter_server.auth.login import LoginFormHandler
+
+from ..names import name_key
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=True,
+)
+
+
+class SignInHandler(LoginFormHandler):
+    """GET shows the form; POST checks the password and starts a session."""
+
+    def _render(self, message=None, status: int = 200):
+        warden = self.settings.get("warden")
+        self.set_status(status)
+        self.finish(
+            _TEMPLATES.get_template("signin.html").render(
+                base_url=self.base_url,
+                next=self.get_argument("next", default=self.base_url),
+                xsrf_form_html=self.xsrf_form_html(),
+                message=message,
+                proxy_mode=warden is not None and warden.identity == "proxy",
+            )
+        )
+
+    @allow_unauthenticated
+    def get(self):
+        if self.current_user:
+            self._redirect_safe(self.get_argument("next", default=self.base_url))
+        else:
+            self._render()
+
+    @allow_unauthenticated
+    async def post(self):
+        from .provider import INVALID_CREDENTIALS
+
+        warden = self.settings.get("warden")
+        if warden is None or warden.identity != "accounts":
+            self._render("Sign-in with a password is off on this server.", status=403)
+            return
+        name = self.get_argument("username", default="")
+        password = self.get_argument("password", default="")
+        name_throttle_key = "name:" + name_key(name.strip())
+        address_key = "addr:" + self.request.remote_ip
+        wait = warden.throttle.retry_after(name_throttle_key, address_key)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            self.set_header("Retry-After", str(seconds))
+            warden.log.warning("sign-in throttled for %r from %s", name, self.request.remote_ip)
+            self._render(
+                f"Too many failed sign-ins. Try again in {seconds} second(s).", status=429
+            )
+            return
+        # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
+        account = await asyncio.get_running_loop().run_in_executor(
+            None, warden.accounts.verify_password, name, password
+        )
+        if account is None:
+            warden.throttle.failed(name_throttle_key, address_key)
+            warden.log.warning("failed sign-in for %r from %s", name, self.request.remote_ip)
+            self._render(INVALID_CREDENTIALS, status=403)
+            return
+        # Only the name's counter resets: one's own good password must not
+        # wipe out the failures an address has piled up against others.
+        warden.throttle.succeeded(name_throttle_key)
+        self.identity_provider.start_session(self, account)
+        warden.log.info("user %s signed in from %s", account.name, self.request.remote_ip)
+        self._redirect_safe(self.get_argument("next", default=self.base_url))
+
+
+class SignOutHandler(LoginFormHandler):
+    """Ends the browser's session on the server, not just its cookie."""
+
+    @allow_unauthenticated
+    def get(self):
+        self.identity_provider.end_session(self)
+        self.finish(
+            _TEMPLATES.get_template("signout.html").render(base_url=self.base_url)
+        )
