@@ -18,7 +18,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,7 +130,9 @@ class Store:
     def _unavailable_as_error(self) -> Iterator[None]:
         try:
             yield
-        except (OperationalError, InterfaceError, PoolTimeout) as e:
+        except (IntegrityError, ProgrammingError, DataError):
+            raise  # the caller's mistake, not an outage
+        except (DBAPIError, PoolTimeout) as e:
             raise StoreUnavailable(
                 f"the warden state database ({self.display_url}) can't be used right now: "
                 f"{_first_line(getattr(e, 'orig', e))}. Access is refused until it is back."

@@ -1,0 +1,145 @@
+"""Fixtures: a real jupyter_server with the warden loaded, on SQLite or PostgreSQL.
+
+Set WARDEN_TEST_POSTGRES to a PostgreSQL URL (a role that may create
+databases) to run every test against a fresh PostgreSQL database instead of
+SQLite; `.ci/run` does both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+POSTGRES = os.environ.get("WARDEN_TEST_POSTGRES")
+
+
+@pytest.fixture
+def warden_db_url(tmp_path):
+    """A fresh, empty database for one test."""
+    if not POSTGRES:
+        yield f"sqlite:///{tmp_path / 'state' / 'warden.db'}"
+        return
+    admin_url = make_url(POSTGRES).set(drivername="postgresql+psycopg")
+    name = f"warden_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield admin_url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def warden_state(tmp_path):
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def warden_config():
+    """Extra c.Warden settings for one test; override in a test module."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(warden_state, warden_db_url, warden_config):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_warden": True, "jupyterlab": True}},
+        "Warden": {"state_dir": str(warden_state), "db_url": warden_db_url, **warden_config},
+    }
+
+
+@pytest.fixture
+def warden(jp_serverapp):
+    """The loaded Warden extension app of the running server."""
+    return jp_serverapp.web_app.settings["warden"]
+
+
+@pytest.fixture
+def make_user(warden):
+    """Create a user with a password; return (name, api token)."""
+
+    def make(name, password="correct-horse", admin=False):
+        warden.accounts.add_user(name, password=password, admin=admin)
+        _id, token = warden.accounts.create_token(name)
+        return token
+
+    return make
+
+
+def auth(token: str) -> dict:
+    return {"Authorization": f"token {token}"}
+
+
+NO_AUTH = {"Authorization": ""}
+
+
+async def fetch_json(jp_fetch, *parts, **kw):
+    response = await jp_fetch(*parts, **kw)
+    return json.loads(response.body)
+
+
+def cookies_of(response) -> dict[str, str]:
+    jar = {}
+    for header in response.headers.get_list("Set-Cookie"):
+        name, _, rest = header.partition("=")
+        jar[name] = rest.split(";", 1)[0]
+    return jar
+
+
+class Browser:
+    """A cookie jar over jp_fetch: sign-in flows as a browser would do them."""
+
+    def __init__(self, jp_fetch):
+        self.jp_fetch = jp_fetch
+        self.cookies: dict[str, str] = {}
+        self.last_set_cookie: list[str] = []
+
+    def _headers(self, extra=None):
+        headers = {"Authorization": ""}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        headers.update(extra or {})
+        return headers
+
+    async def request(self, *parts, method="GET", body=None, headers=None, **kw):
+        response = await self.jp_fetch(
+            *parts,
+            method=method,
+            body=body,
+            headers=self._headers(headers),
+            follow_redirects=False,
+            raise_error=False,
+            **kw,
+        )
+        self.last_set_cookie = response.headers.get_list("Set-Cookie")
+        for header in self.last_set_cookie:
+            name, _, rest = header.partition("=")
+            value = rest.split(";", 1)[0]
+            if value in ("", '""') or "expires=Thu, 01 Jan 1970" in header or "Max-Age=0" in header:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return response
+
+    async def sign_in(self, username, password, headers=None):
+        page = await self.request("login")
+        xsrf = self.cookies.get("_xsrf") or re.search(
+            r'name="_xsrf" value="([^"]+)"', page.body.decode()
+        ).group(1)
+        body = urlencode({"username": username, "password": password, "_xsrf": xsrf})
+        return await self.request(
+            "login",
+            method="POST",
+            body=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+        )
