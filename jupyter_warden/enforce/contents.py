@@ -2,8 +2,10 @@
 
 The state folder (database, key ring, logs) may lie under the served root
 by an operator's choice. Every file operation of a FileContentsManager,
-and so contents, ``/files``, ``/view``, nbconvert and checkpoints, resolves
-its path through ``_get_os_path``; refusing there covers them all.
+and so contents, ``/view``, nbconvert and checkpoints, resolves its path
+through ``_get_os_path``; refusing there covers them all. ``/files`` is
+served by jupyter_server's contents-backed ``FilesHandler`` instead of the
+stock static file handler, which would read the disk directly.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import errno
 import os
 
+from jupyter_server.files.handlers import FilesHandler
 from tornado.web import HTTPError
+from traitlets import default
 
 
 class HiddenPath(HTTPError, PermissionError):
@@ -37,8 +41,23 @@ def hiding_contents_manager(base: type, hidden_folders: list[str]) -> type:
             raise HiddenPath(path)
         return os_path
 
+    @default("files_handler_class")
+    def _files_handler_class_default(self):
+        return FilesHandler
+
+    @default("files_handler_params")
+    def _files_handler_params_default(self):
+        # StaticFileHandler.initialize wants a path; FilesHandler never reads it.
+        return {"path": self.root_dir}
+
     return type(
         "Warden" + base.__name__,
         (base,),
-        {"_get_os_path": _get_os_path, "__module__": __name__, "warden_hidden": folders},
+        {
+            "_get_os_path": _get_os_path,
+            "_files_handler_class_default": _files_handler_class_default,
+            "_files_handler_params_default": _files_handler_params_default,
+            "__module__": __name__,
+            "warden_hidden": folders,
+        },
     )
