@@ -145,7 +145,17 @@ class Warden(ExtensionApp):
     # -- wiring -------------------------------------------------------------
 
     def _link_jupyter_server_extension(self, serverapp):
-        super()._link_jupyter_server_extension(serverapp)
+        # jupyter_server logs a failing extension and carries on without it:
+        # for the warden that would mean a server with no access control.
+        try:
+            super()._link_jupyter_server_extension(serverapp)
+            self._install_enforcement(serverapp)
+        except SystemExit:
+            raise
+        except Exception as e:
+            self._refuse(f"its configuration is not valid: {e}")
+
+    def _install_enforcement(self, serverapp):
         state = Path(self.state_dir).expanduser().resolve()
         root = Path(serverapp.root_dir).expanduser().resolve()
         if root == state or state in root.parents:
@@ -170,6 +180,8 @@ class Warden(ExtensionApp):
             self.store.upgrade()
         except (StoreError, OSError) as e:
             self._refuse(str(e))
+        except Exception as e:
+            self._refuse(f"the state store can't be opened: {e}")
         self.accounts = Accounts(self.store)
         self.throttle = SignInThrottle(
             free_attempts=self.signin_free_attempts,

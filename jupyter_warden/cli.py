@@ -65,7 +65,10 @@ def state_dir_of(args) -> str:
 
 
 def open_store(args) -> Store:
-    state = ensure_state_dir(state_dir_of(args))
+    try:
+        state = ensure_state_dir(state_dir_of(args))
+    except OSError as e:
+        raise Refused(f"can't create the state folder {e.filename}: {e.strerror}") from None
     store = Store(args.db or os.environ.get("WARDEN_DB") or default_db_url(state))
     store.upgrade()
     return store
@@ -185,15 +188,17 @@ def cmd_group_list(args):
 # -- serve and demo --------------------------------------------------------
 
 
-def jupyter_argv(args, root: Path, state: str) -> list[str]:
+def jupyter_argv(args, root: Path, state: str | None) -> list[str]:
+    """Jupyter options for what was given; anything not given comes from config."""
     argv = [
         f"--ServerApp.root_dir={root}",
-        f"--Warden.state_dir={state}",
         f"--ServerApp.ip={args.ip}",
         f"--ServerApp.port={args.port}",
         "--ServerApp.open_browser=False",
         "--ServerApp.jpserver_extensions=jupyter_warden=True",
     ]
+    if state:
+        argv.append(f"--Warden.state_dir={state}")
     if args.db:
         argv.append(f"--Warden.db_url={args.db}")
     return argv
@@ -209,16 +214,23 @@ def cmd_serve(args):
     root = Path(args.root or os.getcwd()).expanduser().resolve()
     if not root.is_dir():
         raise Refused(f"the root folder {root} does not exist")
-    state = state_dir_of(args)
-    open_store(args).dispose()  # migrate, or refuse, before Jupyter starts
+    # The extension opens (and migrates) the store itself, and refuses to
+    # start if it can't; state and database come from the options, the
+    # environment, or c.Warden in the config files, in that order.
+    state = args.state or os.environ.get("WARDEN_STATE")
+    if args.db is None and os.environ.get("WARDEN_DB"):
+        args.db = os.environ["WARDEN_DB"]
     _launch_lab(jupyter_argv(args, root, state) + args.jupyter_args)
 
 
 def cmd_demo(args):
     from .demo import prepare_demo
 
+    # The demo keeps to its own folder and database: its accounts have
+    # published passwords, so WARDEN_STATE and WARDEN_DB are not used.
     home = Path(os.environ.get("WARDEN_DEMO_HOME") or Path.home() / ".local/share/jupyter-warden-demo")
-    args.state = args.state or str(home / "state")
+    args.state = str(Path(args.state or home / "state").expanduser().resolve())
+    args.db = args.db or default_db_url(args.state)
     root = Path(args.root or home / "notebooks").expanduser().resolve()
     store = open_store(args)
     users = prepare_demo(store, root)
@@ -229,7 +241,10 @@ def cmd_demo(args):
     for name, (password, role) in users.items():
         print(f"  {name:6} password {password:18} {role}")
     print()
-    _launch_lab(jupyter_argv(args, root, state_dir_of(args)) + ["--ServerApp.port_retries=0"])
+    extra = ["--ServerApp.port_retries=0"]
+    if os.geteuid() == 0:
+        extra.append("--ServerApp.allow_root=True")
+    _launch_lab(jupyter_argv(args, root, args.state) + extra)
 
 
 # -- the parser ------------------------------------------------------------
@@ -266,8 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
         "jupyter_args", nargs=argparse.REMAINDER, help="further Jupyter options, e.g. --ServerApp.base_url=/x/"
     )
 
-    demo = sub(commands, "demo", cmd_demo, "Run an embedded demo: users, a group and notebooks.")
-    demo.add_argument("--root", metavar="DIR", help="the demo's notebooks (default: ~/.local/share/jupyter-warden-demo/notebooks)")
+    demo = commands.add_parser(
+        "demo",
+        help="Run an embedded demo: users, a group and notebooks.",
+        description="Run an embedded demo: users, a group and notebooks. It keeps to its own "
+        "folder ($WARDEN_DEMO_HOME, default ~/.local/share/jupyter-warden-demo) and ignores "
+        "WARDEN_STATE and WARDEN_DB.",
+    )
+    demo.set_defaults(func=cmd_demo)
+    demo.add_argument("--state", metavar="DIR", help="the demo's state (default: DEMO_HOME/state)")
+    demo.add_argument("--db", metavar="URL", help="the demo's database (default: SQLite in its state)")
+    demo.add_argument("--root", metavar="DIR", help="the demo's notebooks (default: DEMO_HOME/notebooks)")
     server_options(demo)
 
     user = commands.add_parser("user", help="Manage accounts.", description="Manage accounts.")

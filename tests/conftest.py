@@ -59,6 +59,13 @@ def jp_server_config(warden_state, warden_db_url, warden_config):
 
 
 @pytest.fixture
+def jp_auth_header():
+    # pytest-jupyter would send the server-wide token, which identifies nobody
+    # here; each test sends a user's token or cookie itself.
+    return {}
+
+
+@pytest.fixture
 def warden(jp_serverapp):
     """The loaded Warden extension app of the running server."""
     return jp_serverapp.web_app.settings["warden"]

@@ -21,8 +21,12 @@ async def test_unauthenticated_requests_are_refused(jp_fetch, warden):
 
 
 async def test_the_server_wide_jupyter_token_is_not_an_identity(jp_fetch, jp_serverapp, warden):
-    # pytest-jupyter's default header carries the server's random token.
-    response = await jp_fetch("api", "contents", raise_error=False)
+    jp_serverapp.identity_provider.token = "server-wide-secret"
+    response = await jp_fetch("api", "contents", headers=auth("server-wide-secret"), raise_error=False)
+    assert response.code == 403
+    response = await jp_fetch(
+        "api", "contents", headers=NO_AUTH, params={"token": "server-wide-secret"}, raise_error=False
+    )
     assert response.code == 403
 
 

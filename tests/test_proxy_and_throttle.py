@@ -119,3 +119,50 @@ def test_the_delay_grows_and_is_capped():
     assert throttle.retry_after("k") == 0
     throttle.succeeded("k")
     assert throttle.retry_after("k") == 0
+
+
+class TestProxyBehindXHeaders:
+    @pytest.fixture
+    def warden_config(self):
+        return {"identity": "proxy", "trusted_proxies": ["10.11.12.13/32"]}
+
+    async def test_a_forged_x_real_ip_does_not_make_a_client_trusted(
+        self, jp_serverapp, jp_base_url, warden
+    ):
+        # trust_xheaders makes tornado take remote_ip from X-Real-Ip, which
+        # the client writes; trust must rest on the socket's peer instead.
+        from tornado.httpclient import AsyncHTTPClient
+        from tornado.httpserver import HTTPServer
+        from tornado.netutil import bind_sockets
+
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(jp_serverapp.web_app, xheaders=True)
+        server.add_sockets(sockets)
+        try:
+            response = await AsyncHTTPClient().fetch(
+                f"http://127.0.0.1:{sockets[0].getsockname()[1]}{jp_base_url}api/me",
+                headers={"X-Real-Ip": "10.11.12.13", "X-Forwarded-User": "alice"},
+                raise_error=False,
+            )
+        finally:
+            server.stop()
+        assert response.code == 403
+        assert warden.accounts.get_user("alice") is None
+
+
+class TestThrottleUnderParallelAttempts:
+    @pytest.fixture
+    def warden_config(self):
+        return {"signin_free_attempts": 3, "signin_base_delay": 60}
+
+    async def test_parallel_guesses_can_not_outrun_the_count(self, jp_fetch, warden):
+        import asyncio
+
+        warden.accounts.add_user("bob", password="bob-password")
+        browsers = [Browser(jp_fetch) for _ in range(12)]
+        for b in browsers:
+            await b.request("login")  # collect XSRF cookies first
+        results = await asyncio.gather(*(b.sign_in("bob", f"guess{i}") for i, b in enumerate(browsers)))
+        codes = sorted(r.code for r in results)
+        assert codes.count(403) <= 3, codes
+        assert codes.count(429) >= 9, codes

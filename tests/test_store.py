@@ -133,27 +133,23 @@ async def test_a_broken_database_refuses_requests_with_503(jp_fetch, warden, mak
             os.rmdir(db_file)
             os.rename(db_file + ".moved", db_file)
     else:
-        with warden.store.engine.connect() as conn:
-            dbname = warden.store.engine.url.database
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+
+        dbname = warden.store.engine.url.database
+        admin = create_engine(
+            make_url(os.environ["WARDEN_TEST_POSTGRES"]).set(drivername="postgresql+psycopg"),
+            isolation_level="AUTOCOMMIT",
+        )
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false'))
             conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
                 {"d": dbname},
             )
-            conn.execute(text(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false'))
-            conn.commit()
-        warden.store.engine.dispose()
         try:
             response = await jp_fetch("api", "me", headers=auth(token), raise_error=False)
         finally:
-            from sqlalchemy import create_engine
-
-            admin = create_engine(
-                os.environ["WARDEN_TEST_POSTGRES"].replace("postgresql://", "postgresql+psycopg://"),
-                isolation_level="AUTOCOMMIT",
-            )
             with admin.connect() as conn:
                 conn.execute(text(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true'))
             admin.dispose()

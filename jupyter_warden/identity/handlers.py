@@ -15,6 +15,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.auth.login import LoginFormHandler
 
 from ..names import name_key
+from ..store import StoreUnavailable
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -66,19 +67,32 @@ class SignInHandler(LoginFormHandler):
                 f"Too many failed sign-ins. Try again in {seconds} second(s).", status=429
             )
             return
-        # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
-        account = await asyncio.get_running_loop().run_in_executor(
-            None, warden.accounts.verify_password, name, password
-        )
+        # Count the attempt as failed before the slow check, so that attempts
+        # sent in parallel can't all pass the throttle; a success takes it back.
+        warden.throttle.failed(name_throttle_key, address_key)
+        try:
+            # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
+            account = await asyncio.get_running_loop().run_in_executor(
+                None, warden.accounts.verify_password, name, password
+            )
+        except StoreUnavailable as e:
+            warden.throttle.forgive(name_throttle_key)
+            warden.throttle.forgive(address_key)
+            self._render(str(e), status=503)
+            return
         if account is None:
-            warden.throttle.failed(name_throttle_key, address_key)
             warden.log.warning("failed sign-in for %r from %s", name, self.request.remote_ip)
             self._render(INVALID_CREDENTIALS, status=403)
             return
         # Only the name's counter resets: one's own good password must not
         # wipe out the failures an address has piled up against others.
         warden.throttle.succeeded(name_throttle_key)
-        self.identity_provider.start_session(self, account)
+        warden.throttle.forgive(address_key)
+        try:
+            self.identity_provider.start_session(self, account)
+        except StoreUnavailable as e:
+            self._render(str(e), status=503)
+            return
         warden.log.info("user %s signed in from %s", account.name, self.request.remote_ip)
         self._redirect_safe(self.get_argument("next", default=self.base_url))
 
@@ -88,7 +102,12 @@ class SignOutHandler(LoginFormHandler):
 
     @allow_unauthenticated
     def get(self):
-        self.identity_provider.end_session(self)
+        try:
+            self.identity_provider.end_session(self)
+        except StoreUnavailable as e:
+            self.set_status(503)
+            self.finish(str(e))
+            return
         self.finish(
             _TEMPLATES.get_template("signout.html").render(base_url=self.base_url)
         )

@@ -15,6 +15,7 @@ import re
 
 from jupyter_server.auth.identity import IdentityProvider, User
 from tornado import web
+from traitlets import default
 
 from ..names import InvalidName, normalize_name
 from ..store import StoreUnavailable
@@ -45,6 +46,12 @@ class WardenIdentityProvider(IdentityProvider):
 
     login_handler_class = SignInHandler
     logout_handler_class = SignOutHandler
+    need_token = False
+
+    @default("token")
+    def _token_default(self):
+        # The server-wide token identifies nobody here: don't print it in URLs.
+        return ""
 
     def get_cookie_name(self, handler: web.RequestHandler) -> str:
         return "warden-session-" + re.sub(r"[^A-Za-z0-9]", "-", handler.request.host)
@@ -58,6 +65,19 @@ class WardenIdentityProvider(IdentityProvider):
             # The extension did not load: nobody is signed in (fail closed).
             return None
         try:
+            account = self._account(warden, handler)
+        except web.HTTPError:
+            # Error pages ask for the user again; they must not re-run this.
+            handler.current_user = None
+            raise
+        if account is None:
+            return None
+        user = jupyter_user(account)
+        handler.warden_account = account
+        return user
+
+    def _account(self, warden, handler) -> Account | None:
+        try:
             if warden.identity == "proxy":
                 account = self._proxy_account(warden, handler)
             else:
@@ -68,11 +88,7 @@ class WardenIdentityProvider(IdentityProvider):
                     account = self._cookie_account(warden, handler)
         except StoreUnavailable as e:
             raise web.HTTPError(503, str(e)) from None
-        if account is None:
-            return None
-        user = jupyter_user(account)
-        handler.warden_account = account
-        return user
+        return account
 
     # -- accounts mode ------------------------------------------------------
 
@@ -131,7 +147,10 @@ class WardenIdentityProvider(IdentityProvider):
     # -- proxy mode ---------------------------------------------------------
 
     def _proxy_account(self, warden, handler) -> Account | None:
-        address = ipaddress.ip_address(handler.request.remote_ip.split("%")[0])
+        # The socket's peer, not request.remote_ip: with trust_xheaders that
+        # comes from X-Real-Ip, which the client writes.
+        peer = getattr(handler.request.connection.context, "address", None)
+        address = ipaddress.ip_address(str(peer[0] if peer else handler.request.remote_ip).split("%")[0])
         if not any(address in network for network in warden.trusted_networks):
             raise web.HTTPError(
                 403,

@@ -48,6 +48,14 @@ class SignInThrottle:
             wait = max(wait, remaining)
         return max(wait, 0.0)
 
+    def forgive(self, key: str) -> None:
+        """Take back one failure counted by ``failed``."""
+        record = self._records.get(key)
+        if record is not None:
+            record.failures -= 1
+            if record.failures <= 0:
+                del self._records[key]
+
     def failed(self, *keys: str) -> None:
         now = self.clock()
         for key in keys:

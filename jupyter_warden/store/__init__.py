@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
+    ArgumentError,
     DataError,
     DBAPIError,
     IntegrityError,
@@ -76,14 +77,26 @@ class Store:
     """Holds the engine and hands out transactions."""
 
     def __init__(self, url: str):
-        self.url = normalize_db_url(url)
-        backend = make_url(self.url).get_backend_name()
+        try:
+            self.url = normalize_db_url(url)
+            backend = make_url(self.url).get_backend_name()
+        except ArgumentError:
+            raise StoreError(
+                f"{url!r} is not a database URL: use sqlite:///PATH or "
+                "postgresql://USER:PASSWORD@HOST/DB"
+            ) from None
         kwargs: dict = {"pool_pre_ping": True}
         if backend == "sqlite":
             kwargs["connect_args"] = {"timeout": 5}
         else:
             kwargs["connect_args"] = {"connect_timeout": 5}
-        self.engine: Engine = create_engine(self.url, **kwargs)
+        try:
+            self.engine: Engine = create_engine(self.url, **kwargs)
+        except (ArgumentError, ImportError) as e:
+            raise StoreError(
+                f"can't use database {self.display_url}: {e}. For PostgreSQL, "
+                "install jupyter-warden[postgresql]"
+            ) from None
         if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
