@@ -19,14 +19,8 @@ from traitlets import Bool, Enum, Float, Int, List, Unicode, default, validate
 from .identity.accounts import Accounts
 from .identity.provider import WardenIdentityProvider
 from .identity.throttle import SignInThrottle
-from .store import Store, StoreError, default_db_url, ensure_state_dir
+from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
 from .enforce.contents import hiding_contents_manager
-
-
-def default_state_dir() -> str:
-    return os.environ.get("WARDEN_STATE") or str(
-        Path.home() / ".local" / "share" / "jupyter-warden"
-    )
 
 
 class Warden(ExtensionApp):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .identity.accounts import AccountError, Accounts
 from .names import NAME_RULE
-from .store import Store, StoreError, default_db_url, ensure_state_dir
+from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
 
 
 class Refused(Exception):
@@ -59,8 +59,6 @@ def _fmt_time(value: dt.datetime | None) -> str:
 
 
 def state_dir_of(args) -> str:
-    from .app import default_state_dir
-
     return str(Path(args.state or default_state_dir()).expanduser())
 
 

@@ -44,6 +44,12 @@ class SchemaTooNew(StoreError):
     """The database was written by a newer jupyter-warden."""
 
 
+def default_state_dir() -> str:
+    return os.environ.get("WARDEN_STATE") or str(
+        Path.home() / ".local" / "share" / "jupyter-warden"
+    )
+
+
 def default_db_url(state_dir: str | os.PathLike) -> str:
     return f"sqlite:///{Path(state_dir) / 'warden.db'}"
 
@@ -173,5 +179,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "default_db_url",
+    "default_state_dir",
     "ensure_state_dir",
 ]
