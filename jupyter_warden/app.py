@@ -16,7 +16,10 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, List, Unicode, default, validate
 
+from .audit.log import AuditLog, load_or_create_key
 from .identity.accounts import Accounts
+from .policy import PolicyEngine
+from .policy.changes import Policy
 from .identity.provider import WardenIdentityProvider
 from .identity.throttle import SignInThrottle
 from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
@@ -122,6 +125,13 @@ class Warden(ExtensionApp):
         help="The longest wait, in seconds, between sign-in attempts.",
     ).tag(config=True)
 
+    policy_poll_interval = Float(
+        0.25,
+        help="""Seconds between checks of the store's policy version. A change made
+        by the CLI or another server process reaches this one within this time
+        (a change made here, at once).""",
+    ).tag(config=True)
+
     # -- derived ------------------------------------------------------------
 
     @property
@@ -177,6 +187,9 @@ class Warden(ExtensionApp):
         except Exception as e:
             self._refuse(f"the state store can't be opened: {e}")
         self.accounts = Accounts(self.store)
+        self.engine = PolicyEngine(self.store, poll_interval=self.policy_poll_interval)
+        self.policy = Policy(self.store, on_change=self.engine.invalidate)
+        self.audit = AuditLog(self.store, load_or_create_key(self.state_dir))
         self.throttle = SignInThrottle(
             free_attempts=self.signin_free_attempts,
             base_delay=self.signin_base_delay,

@@ -22,8 +22,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..names import InvalidName, name_key, normalize_name
-from ..store import Store
-from ..store.models import ApiToken, Group, GroupMember, LoginSession, User, utcnow
+from ..store import Store, bump_policy_version
+from ..store.models import (
+    ApiToken,
+    Grant,
+    Group,
+    GroupMember,
+    LoginSession,
+    ShareLink,
+    User,
+    utcnow,
+)
 
 TOKEN_PREFIX = "wdn_"
 MIN_PASSWORD_LENGTH = 8
@@ -44,6 +53,12 @@ class Account:
     admin: bool
     groups: tuple[str, ...] = ()
     has_password: bool = False
+    # Set for the bearer of a share link, who is a guest of one path only.
+    link_id: str | None = None
+
+    @classmethod
+    def guest(cls, link_id: str) -> Account:
+        return cls(id=0, name=f"guest-{link_id}", display_name="Guest (shared link)", admin=False, link_id=link_id)
 
 
 @dataclass(frozen=True)
@@ -200,6 +215,7 @@ class Accounts:
     def set_admin(self, name: str, admin: bool) -> None:
         with self.store.transaction() as s:
             self._require_user(s, name).admin = admin
+            bump_policy_version(s)
 
     def remove_user(self, name: str) -> None:
         with self.store.transaction() as s:
@@ -210,7 +226,10 @@ class Accounts:
             s.execute(delete(LoginSession).where(LoginSession.user_id == uid))
             s.execute(delete(ApiToken).where(ApiToken.user_id == uid))
             s.execute(delete(GroupMember).where(GroupMember.user_id == uid))
+            # A later account of the same name must not inherit these.
+            s.execute(delete(Grant).where(Grant.subject == f"user:{user.name_key}"))
             s.delete(user)
+            bump_policy_version(s)
 
     def verify_password(self, name: str, password: str) -> Account | None:
         """The account if ``password`` is right; None otherwise, in equal time."""
@@ -280,12 +299,20 @@ class Accounts:
 
     # -- sign-in sessions ---------------------------------------------------
 
-    def start_session(self, user_id: int, lifetime: dt.timedelta, address: str | None) -> str:
+    def start_session(
+        self,
+        user_id: int | None,
+        lifetime: dt.timedelta,
+        address: str | None,
+        link_id: str | None = None,
+    ) -> str:
+        """A new sign-in session, of a user or (``link_id``) of a link's guest."""
         value = secrets.token_urlsafe(32)
         with self.store.transaction() as s:
             s.add(
                 LoginSession(
                     user_id=user_id,
+                    link_id=link_id,
                     session_hash=_sha256(value),
                     expires_at=utcnow() + lifetime,
                     client_address=(address or "")[:64] or None,
@@ -300,9 +327,16 @@ class Accounts:
             )
             if row is None:
                 return None
-            if row.expires_at <= utcnow():
+            now = utcnow()
+            if row.expires_at <= now:
                 s.delete(row)
                 return None
+            if row.link_id is not None:
+                link = s.get(ShareLink, row.link_id)
+                if link is None or link.revoked_at or (link.expires_at and link.expires_at <= now):
+                    s.delete(row)
+                    return None
+                return Account.guest(row.link_id)
             return self._account(s, row.user)
 
     def end_session(self, value: str) -> None:
@@ -355,6 +389,7 @@ class Accounts:
                     )
                 )
             s.flush()
+            bump_policy_version(s)
             return self._members(s, group)
 
     @staticmethod
@@ -389,6 +424,7 @@ class Accounts:
             s.flush()
             for name in names:
                 self._add_member(s, group, self._find_user(s, name))
+            bump_policy_version(s)
             return names, unknown
 
 

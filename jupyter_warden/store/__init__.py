@@ -182,3 +182,14 @@ __all__ = [
     "default_state_dir",
     "ensure_state_dir",
 ]
+
+
+def bump_policy_version(session: Session) -> None:
+    """Tell every process (through its next poll) that the policy changed."""
+    from sqlalchemy import update
+
+    from .models import PolicyVersion
+
+    session.execute(
+        update(PolicyVersion).where(PolicyVersion.id == 1).values(version=PolicyVersion.version + 1)
+    )

@@ -103,17 +103,114 @@ class ApiToken(Base):
 
 
 class LoginSession(Base):
-    """A browser sign-in. The cookie holds a random id; the row is its truth."""
+    """A browser sign-in, of a user or of a share link's bearer.
+
+    The cookie holds a random id; the row is its truth.
+    """
 
     __tablename__ = "login_sessions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    link_id: Mapped[str | None] = mapped_column(
+        ForeignKey("share_links.id", ondelete="CASCADE"), nullable=True, index=True
     )
     session_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     client_address: Mapped[str | None] = mapped_column(String(64))
 
-    user: Mapped[User] = relationship(back_populates="sessions")
+    user: Mapped[User | None] = relationship(back_populates="sessions")
+
+
+class Grant(Base):
+    """A subject's level on a path (and everything below it)."""
+
+    __tablename__ = "grants"
+    __table_args__ = (UniqueConstraint("path", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # A normalised API path: no leading or trailing slash; "" is the root.
+    path: Mapped[str] = mapped_column(String(4096), nullable=False, index=True)
+    # "user:KEY", "group:KEY", "authenticated" or "link:ID" (KEY = names.name_key).
+    subject: Mapped[str] = mapped_column(String(300), nullable=False, index=True)
+    level: Mapped[str] = mapped_column(String(20), nullable=False)
+    not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    not_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(300))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class LabelDefinition(Base):
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    banner: Mapped[str | None] = mapped_column(String(500))
+    colour: Mapped[str | None] = mapped_column(String(32))
+    no_links: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Space-separated group name keys; empty means "any subject".
+    only_groups: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class PathLabel(Base):
+    __tablename__ = "path_labels"
+    __table_args__ = (UniqueConstraint("path", "label_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(4096), nullable=False, index=True)
+    label_id: Mapped[int] = mapped_column(
+        ForeignKey("labels.id", ondelete="CASCADE"), nullable=False
+    )
+
+
+class ShareLink(Base):
+    __tablename__ = "share_links"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    path: Mapped[str] = mapped_column(String(4096), nullable=False, index=True)
+    level: Mapped[str] = mapped_column(String(20), nullable=False)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(300))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class PolicyVersion(Base):
+    """One row whose counter goes up with every policy change, in any process."""
+
+    __tablename__ = "policy_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class AuditHead(Base):
+    """The chain's last sequence number and hash; updating it serialises appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditRecord(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(String(300), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    path: Mapped[str | None] = mapped_column(String(4096), index=True)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    grant_id: Mapped[int | None] = mapped_column(Integer)
+    client: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
