@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from ..store import Store
 from ..store.models import AuditHead, AuditRecord, utcnow
+from .events import check_event
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "time", "actor", "action", "path", "outcome", "reason", "grant_id", "client", "details")
@@ -95,6 +96,7 @@ class AuditLog:
         details: dict | None = None,
     ) -> int:
         """Append one record, in its own transaction; returns its sequence number."""
+        check_event(action)
         with self.store.transaction() as s:
             # Taking the head's row lock first serialises appenders across
             # processes, so the chain never forks.

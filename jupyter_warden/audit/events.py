@@ -1,0 +1,38 @@
+"""Every audit action, defined once with what it means.
+
+``AuditLog.record`` refuses a name that is not here, and the docs list
+this table, so the log's vocabulary can't drift.
+"""
+
+AUDIT_EVENTS: dict[str, str] = {
+    # identity
+    "auth.sign_in": "A user signed in with a password.",
+    "auth.sign_in_failed": "A sign-in was refused (wrong name or password).",
+    "auth.throttled": "A sign-in attempt was refused because of earlier failures.",
+    "auth.sign_out": "A browser session was ended.",
+    "auth.link_opened": "A share link's URL signed its bearer in as a guest.",
+    # requests checked by the policy engine: '<resource>.<capability>'
+    "contents.read": "Read a file or folder (contents, /files, /view, nbconvert, checkpoints).",
+    "contents.write": "Create, change, rename, copy to, or delete a path.",
+    "contents.run": "Start or use a kernel session for a path.",
+    "contents.manage": "Manage a path: share it, label it, read its audit records.",
+    "server.admin": "An admin-only request (terminals, server shutdown, unknown handlers).",
+    "request.denied": "A request refused before it reached the policy (unknown handler or resource).",
+    # policy changes
+    "grant.create": "A grant was made or changed.",
+    "grant.revoke": "A grant was taken back.",
+    "link.create": "A share link was made.",
+    "link.revoke": "A share link was revoked.",
+    "label.define": "A label's banner or rules were defined or changed.",
+    "label.set": "A label was put on a path.",
+    "label.remove": "A label was taken off a path.",
+    # administration
+    "admin.user": "An account was added, removed, or had its password, admin flag or tokens changed.",
+    "admin.group": "A group was added, or its members changed.",
+}
+
+
+def check_event(action: str) -> str:
+    if action not in AUDIT_EVENTS:
+        raise ValueError(f"unknown audit action {action!r}; add it to audit/events.py")
+    return action
