@@ -297,3 +297,21 @@ async def test_identity_model_has_display_name_initials_and_colour(jp_fetch, war
     assert identity["display_name"] == "Dora Explorer"
     assert identity["initials"] == "DE"
     assert identity["color"].startswith("var(--jp-collaborator-color")
+
+
+async def test_sign_in_sign_out_and_failures_are_audited(jp_fetch, make_user, warden):
+    make_user("bob", password="bob-password")
+    await Browser(jp_fetch).sign_in("bob", "wrong-password")
+    await Browser(jp_fetch).sign_in("nobody", "wrong-password")
+    browser = Browser(jp_fetch)
+    await browser.sign_in("bob", "bob-password")
+    await browser.request("logout")
+    records = [(r.actor, r.action, r.outcome) for r in warden.audit.query()]
+    assert records == [
+        ("bob", "auth.sign_in_failed", "deny"),
+        ("nobody", "auth.sign_in_failed", "deny"),
+        ("bob", "auth.sign_in", "allow"),
+        ("bob", "auth.sign_out", "allow"),
+    ]
+    assert all(r.client == "127.0.0.1" for r in warden.audit.query())
+    assert warden.audit.verify().ok

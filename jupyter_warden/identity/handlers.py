@@ -39,6 +39,16 @@ class SignInHandler(LoginFormHandler):
             )
         )
 
+    def _audit(self, warden, actor: str, action: str, outcome: str, reason: str | None = None):
+        try:
+            warden.audit.record(
+                actor[:300] or "(empty)", action, outcome, reason=reason, client=self.request.remote_ip
+            )
+        except StoreUnavailable:
+            if outcome == "allow":
+                raise  # no record, no sign-in
+            warden.log.error("could not audit %s for %r: store unavailable", action, actor)
+
     @allow_unauthenticated
     def get(self):
         if self.current_user:
@@ -63,6 +73,7 @@ class SignInHandler(LoginFormHandler):
             seconds = math.ceil(wait)
             self.set_header("Retry-After", str(seconds))
             warden.log.warning("sign-in throttled for %r from %s", name, self.request.remote_ip)
+            self._audit(warden, name, "auth.throttled", "deny", f"retry after {seconds} s")
             self._render(
                 f"Too many failed sign-ins. Try again in {seconds} second(s).", status=429
             )
@@ -82,6 +93,7 @@ class SignInHandler(LoginFormHandler):
             return
         if account is None:
             warden.log.warning("failed sign-in for %r from %s", name, self.request.remote_ip)
+            self._audit(warden, name, "auth.sign_in_failed", "deny", "wrong user name or password")
             self._render(INVALID_CREDENTIALS, status=403)
             return
         # Only the name's counter resets: one's own good password must not
@@ -89,6 +101,8 @@ class SignInHandler(LoginFormHandler):
         warden.throttle.succeeded(name_throttle_key)
         warden.throttle.forgive(address_key)
         try:
+            # Recorded before the session exists (G8).
+            self._audit(warden, account.name, "auth.sign_in", "allow")
             self.identity_provider.start_session(self, account)
         except StoreUnavailable as e:
             self._render(str(e), status=503)
@@ -102,7 +116,13 @@ class SignOutHandler(LoginFormHandler):
 
     @allow_unauthenticated
     def get(self):
+        warden = self.settings.get("warden")
+        account = getattr(self, "warden_account", None)
         try:
+            if warden is not None and account is not None:
+                warden.audit.record(
+                    account.name, "auth.sign_out", "allow", client=self.request.remote_ip
+                )
             self.identity_provider.end_session(self)
         except StoreUnavailable as e:
             self.set_status(503)
