@@ -23,6 +23,7 @@ class SignInThrottle:
     free_attempts: int = 5
     base_delay: float = 1.0
     max_delay: float = 300.0
+    max_records: int = 100_000
     clock: callable = time.monotonic
     _records: dict[str, _Record] = field(default_factory=dict)
 
@@ -58,6 +59,12 @@ class SignInThrottle:
 
     def failed(self, *keys: str) -> None:
         now = self.clock()
+        if len(self._records) > self.max_records:
+            # Many distinct names from many addresses: forget the oldest half
+            # rather than let the table eat the server's memory.
+            oldest = sorted(self._records, key=lambda k: self._records[k].last_failure)
+            for key in oldest[: len(oldest) // 2]:
+                del self._records[key]
         for key in keys:
             record = self._records.setdefault(key, _Record())
             record.failures += 1

@@ -13,6 +13,7 @@ when any process changes the policy.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,11 @@ class Actor:
     @property
     def subject(self) -> str:
         return f"link:{self.link_id}" if self.link_id else f"user:{self.key}"
+
+    @functools.cached_property
+    def subjects_key(self) -> tuple[str, ...]:
+        """``subjects()``, computed once per actor: it keys the engine's cache."""
+        return self.subjects()
 
     def subjects(self) -> tuple[str, ...]:
         if self.link_id:
@@ -136,7 +142,7 @@ class PolicyEngine:
         if actor.admin:
             return Effective(frozenset(LEVELS["manage"]), f"{actor.name} is a server admin")
         self._poll_version()
-        key = (actor.subjects(), path)
+        key = (actor.subjects_key, path)
         now = utcnow()
         entry = self._cache.get(key)
         if entry is not None and (entry.valid_until is None or now < entry.valid_until):
@@ -170,7 +176,7 @@ class PolicyEngine:
 
     def _compute(self, actor: Actor, path: str, now: dt.datetime) -> _Entry:
         chain = ancestors(path)
-        subjects = actor.subjects()
+        subjects = actor.subjects_key
         with self.store.transaction() as s:
             rows = s.execute(
                 select(Grant).where(Grant.path.in_(chain), Grant.subject.in_(subjects))
