@@ -24,7 +24,7 @@ demo: venv
 
 test: test-sqlite test-postgres
 
-test-sqlite: venv
+test-sqlite: venv system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-postgres: venv system-deps
