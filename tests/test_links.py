@@ -83,8 +83,12 @@ async def test_revoking_a_link_needs_manage_on_its_path_or_admin(jp_fetch, warde
     _, first = await make_link(jp_fetch, people["alice"])
     _, second = await make_link(jp_fetch, people["alice"], level="read-run")
     for who, expected in (("bob", 403), ("carol", 404)):
-        code, _ = await call(jp_fetch, "DELETE", "api", "warden", "links", first["id"], token=people[who])
+        code, data = await call(jp_fetch, "DELETE", "api", "warden", "links", first["id"], token=people[who])
         assert code == expected
+    # carol's 404 reads like an unknown link's, and doesn't name the path.
+    assert data["message"] == f"there is no share link {first['id']!r}"
+    code, unknown = await call(jp_fetch, "DELETE", "api", "warden", "links", "0000", token=people["carol"])
+    assert code == 404 and unknown["message"] == "there is no share link '0000'"
     code, _ = await call(jp_fetch, "DELETE", "api", "warden", "links", first["id"], token=people["alice"])
     assert code == 204
     code, _ = await call(jp_fetch, "DELETE", "api", "warden", "links", second["id"], token=people["root"])

@@ -120,14 +120,27 @@ class WardenAPIHandler(APIHandler):
 
     # -- deciding -----------------------------------------------------------
 
-    def require(self, capability: str, path: str, action: str, details: dict | None = None) -> Decision:
-        """Ask the engine; on refusal audit it and raise 404 (no read) or 403."""
+    def require(
+        self,
+        capability: str,
+        path: str,
+        action: str,
+        details: dict | None = None,
+        not_found: str | None = None,
+    ) -> Decision:
+        """Ask the engine; on refusal audit it and raise 404 (no read) or 403.
+
+        ``not_found`` is the 404 message, when the caller did not name the
+        path itself (the message must not reveal it).
+        """
         decision = self.warden.engine.check(self.actor, capability, path)
         if decision.allowed:
             return decision
         self.audit(action, "deny", path, reason=decision.reason, details=details)
         if not self.warden.engine.check(self.actor, "read", path).allowed:
-            raise web.HTTPError(404, f"'{path or '/'}' was not found, or you have no access to it")
+            raise web.HTTPError(
+                404, not_found or f"'{path or '/'}' was not found, or you have no access to it"
+            )
         raise web.HTTPError(
             403,
             f"you need {capability} on '{path or '/'}' for this; ask someone who manages it",

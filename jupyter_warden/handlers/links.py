@@ -86,10 +86,12 @@ class LinkHandler(WardenAPIHandler):
     @web.authenticated
     @authorized
     def delete(self, link_id: str):
+        # One answer for "no such link" and "a link on a path you can't read".
+        not_found = f"there is no share link {link_id!r}"
         link = self.warden.policy.get_link(link_id)
         if link is None:
-            raise web.HTTPError(404, f"there is no share link {link_id!r}")
-        self.require("manage", link.path, "link.revoke", {"link": link_id})
+            raise web.HTTPError(404, not_found)
+        self.require("manage", link.path, "link.revoke", {"link": link_id}, not_found=not_found)
         self.warden.policy.revoke_link(link_id)
         self.audit("link.revoke", "allow", link.path, details={"link": link_id})
         self.set_status(204)
