@@ -24,7 +24,7 @@ class AuditHandler(WardenAPIHandler):
         since = parse_time(self.get_query_argument("since", default=None), "since")
         actor_filter = self.get_query_argument("actor", default=None) or None
         raw_limit = self.get_query_argument("limit", default=str(DEFAULT_LIMIT))
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise web.HTTPError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
         actor = self.actor
         if not actor.admin:

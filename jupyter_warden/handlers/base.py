@@ -35,15 +35,15 @@ def parse_time(value, field: str) -> dt.datetime | None:
     text = value.strip()
     try:
         when = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
+        if when.tzinfo is None:
+            raise web.HTTPError(
+                400, f"{field} {value!r} has no time zone: add Z (UTC) or an offset such as +01:00"
+            )
+        return when.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: a zone pushing it past year 9999
         raise web.HTTPError(
             400, f"{field} {value!r} is not an ISO 8601 time, e.g. 2026-12-01T09:00Z"
         ) from None
-    if when.tzinfo is None:
-        raise web.HTTPError(
-            400, f"{field} {value!r} has no time zone: add Z (UTC) or an offset such as +01:00"
-        )
-    return when.astimezone(dt.timezone.utc)
 
 
 def grant_json(g: GrantRef, target: str | None = None) -> dict:
