@@ -24,6 +24,7 @@ from .identity.provider import WardenIdentityProvider
 from .identity.throttle import SignInThrottle
 from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
 from .enforce.contents import hiding_contents_manager
+from .handlers import warden_handlers
 
 
 class Warden(ExtensionApp):
@@ -202,6 +203,9 @@ class Warden(ExtensionApp):
             self.store.display_url,
             self.identity,
         )
+
+    def initialize_handlers(self):
+        self.handlers.extend(warden_handlers())
 
     def _refuse(self, reason: str):
         # Extension errors are otherwise logged and skipped; a server that

@@ -120,9 +120,13 @@ class WardenIdentityProvider(IdentityProvider):
         return account
 
     def start_session(self, handler, account: Account) -> None:
+        """Sign the browser in as ``account``: a user, or a share link's guest."""
         warden = handler.settings["warden"]
         value = warden.accounts.start_session(
-            account.id, warden.session_lifetime, handler.request.remote_ip
+            None if account.link_id else account.id,
+            warden.session_lifetime,
+            handler.request.remote_ip,
+            link_id=account.link_id,
         )
         secure = warden.secure_cookie
         if secure is None:
