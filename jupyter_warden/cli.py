@@ -358,7 +358,7 @@ def cmd_revoke(args):
     _store, policy = _policy(args)
     ref = policy.revoke(args.path, args.to)
     record(args, path=ref.path, grant_id=ref.id, subject=ref.subject, level=ref.level)
-    print(f"revoked grant #{ref.id}: {ref.subject} no longer has {ref.level} on {_shown(ref.path)}")
+    print(f"revoked grant #{ref.id} ({ref.subject} {ref.level} on {_shown(ref.path)})")
 
 
 def cmd_access(args):
