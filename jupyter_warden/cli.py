@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .audit.log import AuditLog, iter_lines, load_or_create_key
 from .identity.accounts import AccountError, Accounts
-from .names import NAME_RULE, name_key
+from .names import NAME_RULE
 from .policy.changes import Policy, PolicyError
 from .policy.engine import Actor, PolicyEngine
 from .policy.levels import CAPABILITIES, LEVELS, LINK_LEVELS
@@ -173,8 +173,16 @@ def _record_refusal(args, error: Exception) -> None:
     if log is None or action is None:
         return
     path = getattr(args, "path", None)
+    asked = {k: getattr(args, k, None) for k in ("name", "to", "level", "label", "id")}
     try:
-        log.record(cli_actor(), action, "deny", path=path if isinstance(path, str) else None, reason=str(error))
+        log.record(
+            cli_actor(),
+            action,
+            "deny",
+            path=path,
+            reason=str(error),
+            details={k: v for k, v in asked.items() if isinstance(v, str)} or None,
+        )
     except Exception:
         pass  # the refusal itself is what the user must see, not a second failure
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import datetime as dt
 import getpass
 import importlib.util
 import io
