@@ -1,7 +1,7 @@
-"""The embedded demo: its accounts, its group and its notebooks.
+"""The embedded demo: its accounts, its group, its notebooks, shares and label.
 
 ``prepare_demo`` is idempotent: run again, it adds only what is missing and
-never overwrites a notebook or a password someone changed.
+never overwrites a notebook, a password, a grant or a label someone changed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from .audit.log import AuditLog
 from .identity.accounts import Accounts
+from .policy.changes import Policy
 from .store import Store
 
 DEMO_USERS = {
@@ -23,6 +25,41 @@ DEMO_USERS = {
     "carol": ("carol-student", "student in cs101", False),
 }
 DEMO_GROUP = "cs101"
+
+# (path, subject, level): one share at each level, so the demo shows them all.
+DEMO_GRANTS = [
+    ("", "user:alice", "manage"),
+    ("welcome.ipynb", "authenticated", "read-run"),
+    ("cs101", "group:cs101", "read"),
+    ("cs101/assignment-01.ipynb", "group:cs101", "read-run"),
+    ("shared", "user:bob", "read-write"),
+    ("team/analysis.ipynb", "user:carol", "read-write-run"),
+]
+DEMO_LABEL = {
+    "name": "confidential",
+    "banner": "CONFIDENTIAL — do not share",
+    "colour": "red",
+    "no_links": True,
+}
+DEMO_LABELLED = "alice"
+
+# What each user can try, for the demo's banner.
+DEMO_TRIES = {
+    "alice": [
+        "sees and manages everything (she is the admin)",
+        "alice/ carries the CONFIDENTIAL banner and can't be shared by link",
+    ],
+    "bob": [
+        "reads cs101/lecture-01, runs cs101/assignment-01 but can't save it",
+        "edits shared/ but can't run code there",
+        "can't see team/ or alice/",
+    ],
+    "carol": [
+        "reads cs101/, runs the assignment",
+        "edits and runs team/analysis.ipynb",
+        "can't see shared/ or alice/",
+    ],
+}
 
 
 def _notebooks() -> dict[str, nbformat.NotebookNode]:
@@ -58,6 +95,20 @@ def _notebooks() -> dict[str, nbformat.NotebookNode]:
                 ),
             ]
         ),
+        "shared/notes.ipynb": new_notebook(
+            cells=[
+                new_markdown_cell(
+                    "# Shared notes\n\nBob may read and edit this folder (read-write), "
+                    "but never run code in it."
+                ),
+            ]
+        ),
+        "team/analysis.ipynb": new_notebook(
+            cells=[
+                new_markdown_cell("# Team analysis\n\nCarol may read, edit and run this notebook."),
+                new_code_cell("data = [3, 1, 4, 1, 5, 9, 2, 6]\nsum(data) / len(data)"),
+            ]
+        ),
         "alice/private-notes.ipynb": new_notebook(
             cells=[new_markdown_cell("# Alice's private notes\n\nOnly Alice should ever read this.")]
         ),
@@ -76,17 +127,45 @@ def write_notebook_atomically(path: Path, notebook: nbformat.NotebookNode) -> No
         raise
 
 
-def prepare_demo(store: Store, root: Path) -> dict[str, tuple[str, str]]:
+def prepare_demo(
+    store: Store, root: Path, audit: AuditLog | None = None, actor: str = "demo"
+) -> dict[str, tuple[str, str]]:
+    """Add whatever of the demo is missing; each policy change is audited if ``audit``."""
+    def note(action, path=None, grant_id=None, **details):
+        if audit is not None:
+            audit.record(actor, action, "allow", path=path, grant_id=grant_id, details=details)
+
     accounts = Accounts(store)
     for name, (password, _role, admin) in DEMO_USERS.items():
         if accounts.get_user(name) is None:
             accounts.add_user(name, password=password, admin=admin)
+            note("admin.user", op="add", user=name, admin=admin, password=True)
     if DEMO_GROUP not in accounts.list_groups():
         accounts.add_group(DEMO_GROUP)
-    accounts.change_members(DEMO_GROUP, add=["bob", "carol"])
+        note("admin.group", op="add", group=DEMO_GROUP)
+    members = ["bob", "carol"]
+    if set(members) - set(accounts.list_groups()[DEMO_GROUP]):
+        accounts.change_members(DEMO_GROUP, add=members)
+        note("admin.group", op="members", group=DEMO_GROUP, add=members)
     root.mkdir(parents=True, exist_ok=True)
     for relative, notebook in _notebooks().items():
         path = root / relative
         if not path.exists():
             write_notebook_atomically(path, notebook)
+    _prepare_policy(Policy(store), note, actor)
     return {name: (password, role) for name, (password, role, _admin) in DEMO_USERS.items()}
+
+
+def _prepare_policy(policy: Policy, note, actor: str) -> None:
+    label = DEMO_LABEL["name"]
+    if label not in {d.name for d in policy.list_labels()}:
+        policy.define_label(**DEMO_LABEL)
+        note("label.define", label=label)
+    if not any(d.name == label and d.path == DEMO_LABELLED for d in policy.labels_on(DEMO_LABELLED)):
+        policy.set_label(DEMO_LABELLED, label)
+        note("label.set", path=DEMO_LABELLED, label=label)
+    for path, subject, level in DEMO_GRANTS:
+        if any(g.subject == subject for g in policy.grants_on(path, inherited=False)):
+            continue  # someone's own change (or an earlier run) stays as it is
+        ref = policy.grant(path, subject, level, by=actor)
+        note("grant.create", path=path, grant_id=ref.id, subject=subject, level=level)

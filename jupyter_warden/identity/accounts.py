@@ -95,9 +95,16 @@ class Accounts:
     def __init__(self, store: Store, hasher: PasswordHasher | None = None):
         self.store = store
         self.hasher = hasher or PasswordHasher()
+        self._decoy: str | None = None
+
+    @property
+    def _decoy_hash(self) -> str:
         # Verified against when the user is unknown or has no password, so a
-        # failed sign-in costs the same whether or not the user exists.
-        self._decoy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        # failed sign-in costs the same whether or not the user exists. Made
+        # on first use: a CLI command that checks no password skips the cost.
+        if self._decoy is None:
+            self._decoy = self.hasher.hash(secrets.token_urlsafe(16))
+        return self._decoy
 
     # -- lookups ------------------------------------------------------------
 
@@ -233,11 +240,12 @@ class Accounts:
 
     def verify_password(self, name: str, password: str) -> Account | None:
         """The account if ``password`` is right; None otherwise, in equal time."""
+        decoy = self._decoy_hash  # before the lookup, so the first call costs the same either way
         with self.store.transaction() as s:
             user = self._find_user(s, name)
             stored = user.password_hash if user is not None else None
             try:
-                self.hasher.verify(stored or self._decoy_hash, password)
+                self.hasher.verify(stored or decoy, password)
             except (VerificationError, InvalidHashError):
                 return None
             if stored is None:
