@@ -344,3 +344,22 @@ async def test_every_contents_decision_is_audited(
     assert ("request.denied", None, "deny") in records
     allow = next(r for r in warden.audit.query(actor="bob") if r.outcome == "allow")
     assert allow.grant_id is not None and allow.client
+
+
+async def test_malformed_requests_get_a_clear_4xx(jp_fetch, warden, world):
+    warden.policy.grant("shared", "user:bob", "read-write-run")
+    bob = requester(jp_fetch, world["bob"])
+    for parts, method, body in [
+        (("api", "contents", "shared"), "POST", "[1, 2]"),
+        (("api", "contents", "shared"), "POST", "{not json"),
+        (("api", "contents", "shared"), "POST", {"copy_from": 5}),
+        (("api", "contents", "shared", "data.txt"), "PATCH", {}),
+        (("api", "contents", "shared", "data.txt"), "PATCH", {"path": ["x"]}),
+        (("api", "contents", "shared", "x.txt"), "PUT", "[]"),
+        (("api", "sessions"), "POST", {"path": 5, "type": "notebook"}),
+        (("api", "sessions"), "POST", {"path": "shared/nb.ipynb", "type": "notebook",
+                                       "kernel": {"id": ["x"]}}),
+        (("api", "sessions"), "POST", "[]"),
+    ]:
+        response = await bob(*parts, method=method, body=body)
+        assert 400 <= response.code < 500, (parts, method, body, response.code)

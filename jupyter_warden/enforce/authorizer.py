@@ -100,6 +100,19 @@ SELF_AUTHORIZING_HANDLERS = frozenset(
 
 _IDENTITY_HANDLER = "jupyter_server.services.api.handlers.IdentityHandler"
 
+# Contents-resource handlers whose path the warden knows how to find; any
+# other (e.g. real-time collaboration, until its guard lands) is admin-only.
+_PATH_HANDLERS = frozenset(
+    {
+        "jupyter_server.files.handlers.FilesHandler",
+        "jupyter_server.view.handlers.ViewHandler",
+        "jupyter_server.services.contents.handlers.CheckpointsHandler",
+        "jupyter_server.services.contents.handlers.ModifyCheckpointsHandler",
+        "jupyter_server.services.contents.handlers.TrustNotebooksHandler",
+    }
+)
+_CONTENTS_HANDLER = "jupyter_server.services.contents.handlers.ContentsHandler"
+
 
 def class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -149,7 +162,18 @@ class _Request:
 
     # -- contents ------------------------------------------------------------
 
+    def body(self) -> dict:
+        """The request's JSON object (an empty one if there is no body); 400 otherwise."""
+        body = self.handler.get_json_body()
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return body
+
     def policy_path(self, raw: str | None) -> str:
+        if raw is not None and not isinstance(raw, str):
+            raise web.HTTPError(400, "a path must be a string")
         try:
             return normalize_path(raw or "")
         except BadPath as e:
@@ -239,38 +263,38 @@ def _admin_or_allow_listed(request: _Request, action: str, resource: str) -> boo
 
 def _contents(request: _Request, action: str) -> bool:
     handler = request.handler
-    name = type(handler).__name__
+    name = class_name(type(handler))
     method = handler.request.method
     raw = handler.path_kwargs.get("path")
     if raw is None and handler.path_args:
         raw = handler.path_args[0]  # /files/<path>
-    if raw is None or not hasattr(handler.contents_manager, "_get_os_path"):
-        # A contents handler the warden does not know (e.g. real-time
-        # collaboration before its guard lands): no path, no answer.
+    if (name not in _PATH_HANDLERS and name != _CONTENTS_HANDLER) or raw is None:
+        # A contents handler the warden does not know: no path, no answer.
         return _admin_or_allow_listed(request, action, "contents")
     path = request.policy_path(raw)
-    if name != "ContentsHandler":
+    if name != _CONTENTS_HANDLER:
         # /files, /view, checkpoints, trust: reads read, everything else writes.
         request.require("read" if method in ("GET", "HEAD") else "write", path)
         return True
     if method in ("GET", "HEAD"):
         _read_or_traverse(request, path)
     elif method == "PUT":
-        body = handler.get_json_body()
+        body = request.body()
         if body and request.exists(path):
             request.require("write", path)
         else:
             # A new file (upload) is created in its folder; no body: untitled in `path`.
             request.require("write", _parent(path) if body else path)
     elif method == "POST":
-        body = handler.get_json_body() or {}
-        copy_from = body.get("copy_from")
+        copy_from = request.body().get("copy_from")
         if copy_from:
             request.require("read", request.policy_path(copy_from))
         request.require("write", path)
     elif method == "PATCH":
-        body = handler.get_json_body() or {}
-        new = request.policy_path(body.get("path"))
+        new = request.body().get("path")
+        if new is None:
+            raise web.HTTPError(400, "a rename needs the new path in the body: {\"path\": ...}")
+        new = request.policy_path(new)
         request.require("write", path)
         request.require("write", _parent(new))
         if new != path and request.exists(new):
@@ -302,9 +326,7 @@ def _sessions(request: _Request, action: str) -> bool:
     handler = request.handler
     if action == "read":
         return True  # the session manager shows each user only their own
-    body = (handler.get_json_body() or {}) if handler.request.method in ("POST", "PATCH") else {}
-    if not isinstance(body, dict):
-        raise web.HTTPError(400, "the session request body must be a JSON object")
+    body = request.body() if handler.request.method in ("POST", "PATCH") else {}
     if "notebook" in body and isinstance(body["notebook"], dict) and "path" in body["notebook"]:
         body = {**body, "path": body["notebook"]["path"], "type": body.get("type", "notebook")}
     if "path" in body:
@@ -315,6 +337,8 @@ def _sessions(request: _Request, action: str) -> bool:
         raise web.HTTPError(400, "Missing field in JSON data: path")
     kernel = body.get("kernel") or {}
     kernel_id = kernel.get("id") if isinstance(kernel, dict) else None
+    if kernel_id is not None and not isinstance(kernel_id, str):
+        raise web.HTTPError(400, "kernel.id must be a string")
     if kernel_id and kernel_id in handler.kernel_manager and not request.actor.admin:
         owner_of = getattr(handler.kernel_manager, "owner_of", None)
         if owner_of is None or owner_of(kernel_id) != request.actor.subject:
