@@ -19,12 +19,13 @@ from test_enforce_contents import NOTEBOOK, requester
 def people(jp_root_dir, warden, make_user):
     (jp_root_dir / "course").mkdir()
     (jp_root_dir / "course" / "nb.ipynb").write_text(json.dumps(NOTEBOOK))
-    tokens = {name: make_user(name) for name in ("alice", "bob", "carol", "dave", "erin")}
+    tokens = {name: make_user(name) for name in ("alice", "bob", "carol", "dave", "erin", "fay")}
     tokens["root"] = make_user("root", admin=True)
     warden.policy.grant("course", "user:alice", "read-write-run")
     warden.policy.grant("course", "user:bob", "read-run")
     warden.policy.grant("course/nb.ipynb", "user:carol", "manage")
     warden.policy.grant("course", "user:dave", "read-write")
+    warden.policy.grant("course", "user:fay", "read")
     return tokens
 
 
@@ -35,6 +36,7 @@ def _session(path="course/nb.ipynb", kind="notebook", **extra):
 @pytest.mark.parametrize(
     "who, level_note, status",
     [
+        ("fay", "read: never reaches a kernel", 403),
         ("dave", "read-write: never run", 403),
         ("erin", "no grant: the notebook does not exist", 404),
     ],
@@ -101,6 +103,12 @@ async def test_kernels_and_sessions_belong_to_their_owner(jp_fetch, jp_ws_fetch,
     assert refused.value.code in (403, 404)
     # A bare kernel (no notebook) is for admins only.
     assert (await bob("api", "kernels", method="POST", body={"name": "python3"})).code == 403
+    # A manager of the notebook runs it in a kernel of her own.
+    made = await carol("api", "sessions", method="POST", body=_session())
+    assert made.code == 201
+    c_session = json.loads(made.body)
+    assert c_session["kernel"]["id"] not in (a_kernel, b_kernel)
+    assert (await carol("api", "sessions", c_session["id"], method="DELETE")).code == 204
     # The kernel's owner, and a manager of its notebook, may interrupt it.
     assert (await alice("api", "kernels", a_kernel, "interrupt", method="POST")).code == 204
     assert (await carol("api", "kernels", a_kernel, "interrupt", method="POST")).code == 204
