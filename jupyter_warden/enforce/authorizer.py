@@ -45,6 +45,7 @@ from ..names import name_key
 from ..policy.engine import Actor, Decision
 from ..policy.paths import BadPath, normalize_path
 from ..identity.provider import WardenIdentityProvider
+from ..store import StoreUnavailable
 
 # (resource, action) pairs any signed-in user may use: no path, nothing private.
 SIGNED_IN_RESOURCES = frozenset(
@@ -240,7 +241,14 @@ class WardenAuthorizer(Authorizer):
         if class_name(type(handler)) == _IDENTITY_HANDLER:
             # /api/me?permissions=...: a report, not a request; coarse and silent.
             return account.admin or (resource, action) in SIGNED_IN_RESOURCES
-        request = _Request(handler, warden, account, Actor.for_account(account))
+        try:
+            return self._decide(_Request(handler, warden, account, Actor.for_account(account)),
+                                handler, action, resource)
+        except StoreUnavailable as e:
+            # Fail closed, and say why: no answer from the policy store is a no.
+            raise web.HTTPError(503, f"access can't be checked right now: {e}") from None
+
+    def _decide(self, request, handler, action, resource) -> bool:
         check = _RESOURCES.get(resource)
         if check is not None:
             return check(request, action)
