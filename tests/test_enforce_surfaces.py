@@ -136,3 +136,35 @@ async def test_settings_are_per_user(jp_fetch, tokens):
     assert (await alice(*plugin, method="PUT", body={"raw": raw})).code == 204
     assert "JupyterLab Dark" in json.loads((await alice(*plugin)).body)["raw"]
     assert "JupyterLab Dark" not in json.loads((await bob(*plugin)).body)["raw"]
+
+
+async def test_an_unknown_contents_handler_is_stopped_before_its_prepare(
+    jp_fetch, jp_serverapp, warden, tokens
+):
+    from jupyter_server.auth.decorator import authorized
+    from jupyter_server.base.handlers import APIHandler
+    from jupyter_server.utils import url_path_join
+
+    prepared = []
+
+    class RoomHandler(APIHandler):
+        """Like real-time collaboration: loads the file in prepare, checks in get."""
+
+        auth_resource = "contents"
+
+        async def prepare(self):
+            await super().prepare()
+            prepared.append(self.current_user.username)
+
+        @authorized
+        async def get(self, path):
+            self.finish("{}")
+
+    jp_serverapp.web_app.add_handlers(
+        ".*$", [(url_path_join(jp_serverapp.base_url, "x-room", "(.*)"), RoomHandler)]
+    )
+    warden.policy.grant("", "user:bob", "manage")
+    assert (await requester(jp_fetch, tokens["bob"])("x-room", "nb.ipynb")).code == 403
+    assert prepared == []
+    assert (await requester(jp_fetch, tokens["root"])("x-room", "nb.ipynb")).code == 200
+    assert prepared == ["root"]

@@ -447,21 +447,20 @@ class GuardedIdentityProvider(WardenIdentityProvider):
         method = handler.request.method
         if name in _PER_USER:
             _PER_USER[name](handler, account)
-        if (
-            account.admin
-            or method == "OPTIONS"
-            or cls.__module__.startswith("jupyter_warden.")  # ours check for themselves
-            or name in SIGNED_IN_HANDLERS
-            or name in SELF_AUTHORIZING_HANDLERS
-            or _is_authorized_method(getattr(handler, (method or "").lower(), None))
-        ):
-            return
+        if account.admin or method == "OPTIONS" or cls.__module__.startswith("jupyter_warden."):
+            return  # (the warden's own handlers check for themselves)
         warden = handler.settings["warden"]
-        if name in warden.signed_in_handlers:
+        asks_authorizer = name in SELF_AUTHORIZING_HANDLERS or _is_authorized_method(
+            getattr(handler, (method or "").lower(), None)
+        )
+        if asks_authorizer and not _refused_early(warden, handler, name):
+            return
+        if not asks_authorizer and (name in SIGNED_IN_HANDLERS or name in warden.signed_in_handlers):
             return
         message = (
             f"{handler.request.path} ({name}) is for server admins only on this server; "
             "an admin can allow it with c.Warden.signed_in_handlers"
+            + (" or c.Warden.signed_in_resources" if asks_authorizer else "")
         )
         warden.audit.record(
             account.name, "request.denied", "deny", reason=message,
@@ -469,6 +468,22 @@ class GuardedIdentityProvider(WardenIdentityProvider):
         )
         handler.current_user = None
         raise web.HTTPError(403, message)
+
+
+def _refused_early(warden, handler, name: str) -> bool:
+    """Another extension's handler the authorizer would refuse in any case.
+
+    Refused here, at sign-in, so that nothing its ``prepare`` does (real-time
+    collaboration loads the file there) runs for a request that will fail.
+    """
+    resource = getattr(handler, "auth_resource", None)
+    allow_listed = any(r == resource or r.startswith(f"{resource}:") for r in warden.signed_in_resources)
+    if resource == "contents":
+        return name not in _PATH_HANDLERS and name != _CONTENTS_HANDLER and not allow_listed
+    if resource in _RESOURCES or resource is None:
+        return False
+    action = "read" if handler.request.method in ("GET", "HEAD") else "write"
+    return (resource, action) not in SIGNED_IN_RESOURCES and not allow_listed
 
 
 def user_folder(warden, account, kind: str) -> str:
