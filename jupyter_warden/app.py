@@ -23,7 +23,9 @@ from .policy.changes import Policy
 from .identity.provider import WardenIdentityProvider
 from .identity.throttle import SignInThrottle
 from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
+from .enforce.authorizer import GuardedIdentityProvider, WardenAuthorizer
 from .enforce.contents import hiding_contents_manager
+from .enforce.sessions import owning_kernel_manager, owning_session_manager
 from .handlers import warden_handlers
 
 
@@ -133,6 +135,30 @@ class Warden(ExtensionApp):
         (a change made here, at once).""",
     ).tag(config=True)
 
+    signed_in_resources = List(
+        Unicode(),
+        default_value=[],
+        help="""jupyter_server authorization resources (e.g. 'lsp', or 'lsp:read' for
+        one action) that any signed-in user may use. Every resource the warden
+        does not know is otherwise for server admins only. Default: none.""",
+    ).tag(config=True)
+
+    signed_in_handlers = List(
+        Unicode(),
+        default_value=[],
+        help="""Dotted class names of request handlers without jupyter_server's
+        @authorized (another extension's pages or APIs) that any signed-in
+        user may reach. Every such handler the warden does not know is
+        otherwise for server admins only. Default: none.""",
+    ).tag(config=True)
+
+    terminals_for_everyone = Bool(
+        False,
+        help="""Let every signed-in user open terminals. A terminal runs as the
+        server's own account and can read every file and the warden's state:
+        only for servers whose users are all trusted. Default: admins only.""",
+    ).tag(config=True)
+
     # -- derived ------------------------------------------------------------
 
     @property
@@ -168,15 +194,24 @@ class Warden(ExtensionApp):
                 f"the served root {root} lies inside the warden state folder {state}; "
                 "choose a state folder outside the root (--state or WARDEN_STATE)"
             )
-        serverapp.identity_provider_class = WardenIdentityProvider
+        serverapp.identity_provider_class = GuardedIdentityProvider
+        serverapp.authorizer_class = WardenAuthorizer
         base = serverapp.contents_manager_class
-        if hasattr(base, "_get_os_path"):
-            serverapp.contents_manager_class = hiding_contents_manager(base, [str(state)])
-        else:
-            self.log.warning(
-                "contents manager %s is not file-backed; the state folder is not hidden by it",
-                base.__name__,
+        if not hasattr(base, "_get_os_path"):
+            # Paths, symlinks and listings are checked against the disk.
+            self._refuse(
+                f"contents manager {base.__name__} is not file-backed; the warden "
+                "enforces its rules only over a FileContentsManager (or a subclass)"
             )
+        serverapp.contents_manager_class = hiding_contents_manager(base, [str(state)])
+        # The manager defaults depend on the gateway settings, read only later by
+        # init_configurables; the singleton it will use is made here instead.
+        if not hasattr(serverapp, "gateway_config"):
+            from jupyter_server.gateway.gateway_client import GatewayClient
+
+            serverapp.gateway_config = GatewayClient.instance(parent=serverapp)
+        serverapp.kernel_manager_class = owning_kernel_manager(serverapp.kernel_manager_class)
+        serverapp.session_manager_class = owning_session_manager(serverapp.session_manager_class)
 
     def initialize_settings(self):
         try:

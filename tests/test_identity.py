@@ -206,6 +206,7 @@ async def test_api_tokens_authenticate_and_revocation_is_immediate(jp_fetch, war
     me = await jp_fetch("api", "me", headers=auth(token))
     assert json.loads(me.body)["identity"]["username"] == "carol"
     # Token-authenticated writes need no XSRF cookie, as in stock Jupyter.
+    warden.policy.grant("", "user:carol", "read-write")
     made = await jp_fetch("api", "contents", method="POST", body="{}", headers=auth(token))
     assert made.code == 201
     warden.accounts.revoke_token("carol", token_id)

@@ -1,4 +1,4 @@
-"""Keeps the warden's state folder out of the contents API.
+"""The contents manager the warden installs: hides the state, filters, keeps grants in step.
 
 The state folder (database, key ring, logs) may lie under the served root
 by an operator's choice. Every file operation of a FileContentsManager,
@@ -6,16 +6,30 @@ and so contents, ``/view``, nbconvert and checkpoints, resolves its path
 through ``_get_os_path``; refusing there covers them all. ``/files`` is
 served by jupyter_server's contents-backed ``FilesHandler`` instead of the
 stock static file handler, which would read the disk directly.
+
+For the signed-in user of the current request (jupyter_server's
+``CallContext``), folder listings show only what they may read (plus the
+folders that lead to it) and ``writable`` says whether they may write. A
+file or folder they create gets them ``manage``; grants follow a rename and
+go with a delete, once the file operation has succeeded.
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 
+from jupyter_server.base.call_context import CallContext
 from jupyter_server.files.handlers import FilesHandler
+from sqlalchemy import func, select
 from tornado.web import HTTPError
 from traitlets import default
+
+from ..names import name_key
+from ..policy.engine import Actor
+from ..policy.paths import BadPath, normalize_path
+from ..store.models import Grant, utcnow
 
 
 class HiddenPath(HTTPError, PermissionError):
@@ -30,8 +44,170 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def current_user():
+    """(warden, account) of the request being served, or None for the server's own calls."""
+    handler = CallContext.get(CallContext.JUPYTER_HANDLER)
+    account = getattr(handler, "warden_account", None)
+    if account is None:
+        return None
+    return handler.settings["warden"], account
+
+
+def leads_to_readable(warden, actor: Actor, folder: str) -> set[str]:
+    """Names of ``folder``'s children under which some grant lets ``actor`` read."""
+    prefix = f"{folder}/" if folder else ""
+    now = utcnow()
+    with warden.store.transaction() as s:
+        rows = s.execute(
+            select(Grant.path).where(
+                Grant.subject.in_(actor.subjects()),
+                Grant.level != "none",
+                func.substr(Grant.path, 1, len(prefix)) == prefix,
+                Grant.path != folder,
+                (Grant.not_before.is_(None)) | (Grant.not_before <= now),
+                (Grant.not_after.is_(None)) | (Grant.not_after > now),
+            )
+        ).scalars().all()
+    names = set()
+    for path in rows:
+        child = path[len(prefix):].split("/", 1)[0]
+        # A deeper `none` may take the grant's own path away again.
+        if child not in names and warden.engine.check(actor, "read", path).allowed:
+            names.add(child)
+    return names
+
+
+def _after(base: type, name: str, post):
+    """``base.name`` followed by ``post(self, result, *args)``, sync or async as base is."""
+    original = getattr(base, name)
+    if inspect.iscoroutinefunction(original):
+
+        async def method(self, *args, **kwargs):
+            before = _existed(self, name, args, kwargs)
+            result = await original(self, *args, **kwargs)
+            return post(self, result, before, *args, **kwargs)
+
+    else:
+
+        def method(self, *args, **kwargs):
+            before = _existed(self, name, args, kwargs)
+            result = original(self, *args, **kwargs)
+            return post(self, result, before, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+def _existed(cm, name, args, kwargs) -> bool | None:
+    if name != "save":
+        return None
+    path = kwargs.get("path", args[1] if len(args) > 1 else "")
+    try:
+        return os.path.lexists(cm._get_os_path(path.strip("/")))
+    except HTTPError:
+        return None
+
+
+def _policy_path(path: str) -> str | None:
+    try:
+        return normalize_path(path)
+    except BadPath:
+        return None
+
+
+def _filter_model(cm, model, before, *args, **kwargs):
+    user = current_user()
+    if user is None or not isinstance(model, dict):
+        return model
+    warden, account = user
+    actor = Actor.for_account(account)
+    engine = warden.engine
+    path = _policy_path(model.get("path", ""))
+    if path is None:
+        return model
+    model["writable"] = bool(model.get("writable")) and engine.check(actor, "write", path).allowed
+    if model.get("type") == "directory" and isinstance(model.get("content"), list):
+        root = os.path.realpath(cm.root_dir)
+        leading = None
+        kept = []
+        for entry in model["content"]:
+            entry_path = _policy_path(entry.get("path", ""))
+            if entry_path is None:
+                continue
+            if _may_read(cm, engine, actor, entry_path, root):
+                entry["writable"] = bool(entry.get("writable")) and engine.check(
+                    actor, "write", entry_path
+                ).allowed
+                kept.append(entry)
+            elif entry.get("type") == "directory":
+                if leading is None:
+                    leading = leads_to_readable(warden, actor, path)
+                if entry["name"] in leading and _real(cm, entry_path, root) == entry_path:
+                    entry["writable"] = False
+                    kept.append(entry)
+        model["content"] = kept
+    return model
+
+
+def _real(cm, path: str, root: str) -> str | None:
+    real = os.path.realpath(os.path.join(root, *path.split("/")))
+    if not real.startswith(root + os.sep):
+        return None
+    return real[len(root) + 1 :].replace(os.sep, "/")
+
+
+def _may_read(cm, engine, actor, path: str, root: str) -> bool:
+    if not engine.check(actor, "read", path).allowed:
+        return False
+    real = _real(cm, path, root)
+    # A symlink is listed only if its target is readable too (and inside the root).
+    return real == path or (real is not None and engine.check(actor, "read", real).allowed)
+
+
+def _created(cm, model, before, *args, **kwargs):
+    user = current_user()
+    if user is not None and before is False and isinstance(model, dict):
+        _set_creator(user, model.get("path", ""))
+    return _filter_model(cm, model, None)
+
+
+def _copied(cm, model, before, *args, **kwargs):
+    user = current_user()
+    if user is not None and isinstance(model, dict):
+        _set_creator(user, model.get("path", ""))
+    return _filter_model(cm, model, None)
+
+
+def _set_creator(user, path: str) -> None:
+    warden, account = user
+    path = _policy_path(path)
+    if path and not account.link_id:
+        warden.policy.set_creator(path, name_key(account.name))
+
+
+def _renamed(cm, result, before, old_path, new_path, *args, **kwargs):
+    warden = cm.parent.web_app.settings["warden"] if _has_warden(cm) else None
+    old, new = _policy_path(old_path), _policy_path(new_path)
+    if warden is not None and old is not None and new is not None:
+        warden.policy.moved(old, new)
+    return result
+
+
+def _deleted(cm, result, before, path, *args, **kwargs):
+    warden = cm.parent.web_app.settings["warden"] if _has_warden(cm) else None
+    path = _policy_path(path)
+    if warden is not None and path:
+        warden.policy.deleted(path)
+    return result
+
+
+def _has_warden(cm) -> bool:
+    web_app = getattr(getattr(cm, "parent", None), "web_app", None)
+    return web_app is not None and "warden" in web_app.settings
+
+
 def hiding_contents_manager(base: type, hidden_folders: list[str]) -> type:
-    """A subclass of ``base`` that treats ``hidden_folders`` as absent."""
+    """A subclass of ``base`` that treats ``hidden_folders`` as absent and enforces the policy."""
     folders = tuple(os.path.realpath(f) for f in hidden_folders)
 
     def _get_os_path(self, path):
@@ -59,5 +235,11 @@ def hiding_contents_manager(base: type, hidden_folders: list[str]) -> type:
             "_files_handler_params_default": _files_handler_params_default,
             "__module__": __name__,
             "warden_hidden": folders,
+            # Every write path ends in save, copy, rename_file or delete_file.
+            "get": _after(base, "get", _filter_model),
+            "save": _after(base, "save", _created),
+            "copy": _after(base, "copy", _copied),
+            "rename_file": _after(base, "rename_file", _renamed),
+            "delete_file": _after(base, "delete_file", _deleted),
         },
     )

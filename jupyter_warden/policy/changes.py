@@ -200,7 +200,11 @@ class Policy:
 
     @staticmethod
     def _subtree(column, path: str):
-        return or_(column == path, column.like(_like_prefix(path), escape="\\"))
+        # Not LIKE: SQLite's LIKE ignores ASCII case, so 'ALICE/%' matched 'alice/x'.
+        if not path:
+            return literal(True)
+        prefix = path + "/"
+        return or_(column == path, func.substr(column, 1, len(prefix)) == prefix)
 
     def moved(self, old: str, new: str) -> None:
         """Grants, labels and links follow a file or folder to its new path."""
@@ -453,8 +457,3 @@ class Policy:
                 return None
             info = self._link_info(row)
         return info if info.state() == "active" else None
-
-
-def _like_prefix(path: str) -> str:
-    escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"{escaped}/%" if path else "%"

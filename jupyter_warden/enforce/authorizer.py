@@ -1,0 +1,512 @@
+"""The REST authorizer: finds the path behind each request and asks the policy engine.
+
+Every ``@authorized`` handler of jupyter_server lands in ``WardenAuthorizer``;
+every other handler (JupyterLab's pages, settings, workspaces, any
+extension's) passes ``HandlerGuard`` right after sign-in. Deny by default:
+only the tables below let a request through without the engine.
+
+What each surface requires (docs/enforcement.md has the same table):
+
+- contents GET, /files, /view, /nbconvert/<fmt>/<path>, checkpoints GET:
+  ``read`` on the path. A folder the user can't read but that leads to
+  something they can is listed (filtered, by the contents manager).
+- contents PUT to an existing path, PATCH, DELETE, checkpoint create,
+  restore and delete, trust: ``write`` on the path. Creating (PUT to a new
+  path, POST untitled, PUT without a body): ``write`` on the folder. Rename:
+  ``write`` on the old path and on the new path's folder (and on the new
+  path if it exists). Copy: ``read`` on ``copy_from``, ``write`` on the folder.
+- POST /api/sessions, and PATCH of a session's path: ``run`` on the notebook,
+  or on the folder for other session types (consoles).
+- kernels: POST /api/kernels (a kernel with no notebook) is for admins only:
+  JupyterLab starts kernels through sessions, and a bare kernel has no path
+  the policy could speak about. GET, interrupt, restart, delete of a kernel:
+  its owner, or ``manage`` on a notebook it runs for; the websocket: its
+  owner. The lists are filtered by the session and kernel managers.
+- terminals, server shutdown, events, config writes, /api/resolvePath and
+  any resource or handler not named here: admins, unless allow-listed.
+
+Where a path can't be read, the answer is 404 (G1); where it can be read
+but not changed, 403 naming what was refused. A path the policy can't parse
+is a 404. Every contents decision, and every refusal, is audited first (G8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_server.auth import decorator as _decorator
+from jupyter_server.auth.authorizer import Authorizer
+from tornado import web
+
+from ..names import name_key
+from ..policy.engine import Actor, Decision
+from ..policy.paths import BadPath, normalize_path
+from ..identity.provider import WardenIdentityProvider
+from ..store import StoreUnavailable
+
+# (resource, action) pairs any signed-in user may use: no path, nothing private.
+SIGNED_IN_RESOURCES = frozenset(
+    {
+        ("api", "read"),  # /api/status, /api/spec.yaml (resolvePath is handled below)
+        ("kernelspecs", "read"),  # which kernels exist, their logos
+        ("config", "read"),  # frontend config sections, shared by all
+        ("csp", "write"),  # the browser's CSP violation reports, only logged
+        ("nbconvert", "read"),  # /api/nbconvert: the list of formats
+        ("nbconvert", "write"),  # POST /nbconvert/<fmt>: converts the posted notebook only
+        ("sessions", "read"),  # the list is filtered to the user's own
+        ("kernels", "read"),  # the list is filtered; one kernel's model is checked below
+    }
+)
+
+# Handlers without @authorized that any signed-in user may reach (exact classes).
+SIGNED_IN_HANDLERS = frozenset(
+    {
+        "jupyter_server.base.handlers.APIVersionHandler",
+        "jupyter_server.base.handlers.FileFindHandler",
+        "jupyter_server.base.handlers.PublicStaticFileHandler",
+        "jupyter_server.base.handlers.MainHandler",
+        "jupyter_server.base.handlers.TrailingSlashHandler",
+        "jupyter_server.base.handlers.Template404",
+        "jupyter_server.base.handlers.FilesRedirectHandler",
+        "jupyter_server.base.handlers.RedirectWithParams",
+        "jupyter_server.services.api.handlers.IdentityHandler",
+        "jupyter_server.services.contents.handlers.NotebooksRedirectHandler",
+        "jupyterlab_server.handlers.LabHandler",
+        "jupyterlab_server.handlers.NotFoundHandler",
+        "jupyterlab_server.licenses_handler.LicensesHandler",
+        "jupyterlab_server.listings_handler.ListingsHandler",
+        "jupyterlab_server.themes_handler.ThemesHandler",
+        "jupyterlab_server.translations_handler.TranslationsHandler",
+        "jupyterlab.handlers.announcements.CheckForUpdateHandler",
+        "jupyterlab.handlers.announcements.NewsHandler",
+        "jupyterlab.handlers.error_handler.ErrorHandler",
+        # Rebound to the user's own folder by HandlerGuard (see _per_user).
+        "jupyterlab_server.workspaces_handler.WorkspacesHandler",
+        "jupyterlab_server.settings_handler.SettingsHandler",
+    }
+)
+
+# Websocket handlers that ask the authorizer themselves, in pre_get.
+SELF_AUTHORIZING_HANDLERS = frozenset(
+    {
+        "jupyter_server.services.kernels.websocket.KernelWebsocketHandler",
+        "jupyter_server.services.events.handlers.SubscribeWebsocket",
+        "jupyter_server_terminals.handlers.TermSocket",
+        "jupyter_lsp.handlers.LanguageServerWebSocketHandler",
+    }
+)
+
+_IDENTITY_HANDLER = "jupyter_server.services.api.handlers.IdentityHandler"
+
+# Contents-resource handlers whose path the warden knows how to find; any
+# other (e.g. real-time collaboration, until its guard lands) is admin-only.
+_PATH_HANDLERS = frozenset(
+    {
+        "jupyter_server.files.handlers.FilesHandler",
+        "jupyter_server.view.handlers.ViewHandler",
+        "jupyter_server.services.contents.handlers.CheckpointsHandler",
+        "jupyter_server.services.contents.handlers.ModifyCheckpointsHandler",
+        "jupyter_server.services.contents.handlers.TrustNotebooksHandler",
+    }
+)
+_CONTENTS_HANDLER = "jupyter_server.services.contents.handlers.ContentsHandler"
+
+
+def class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_authorized_method(method) -> bool:
+    """True when ``method`` is wrapped by jupyter_server's @authorized."""
+    while method is not None:
+        code = getattr(method, "__code__", None)
+        if code and code.co_name == "inner" and code.co_filename == _decorator.__file__:
+            return True
+        method = getattr(method, "__wrapped__", None)
+    return False
+
+
+def _parent(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def _not_found(path: str) -> web.HTTPError:
+    return web.HTTPError(404, f"No such file or directory: {path or '/'}")
+
+
+@dataclass
+class _Request:
+    """One request's facts: who, through which handler, for what."""
+
+    handler: web.RequestHandler
+    warden: object
+    account: object
+    actor: Actor
+
+    @property
+    def client(self) -> str | None:
+        return self.handler.request.remote_ip
+
+    def audit(self, action: str, outcome: str, path=None, reason=None, grant_id=None, details=None):
+        self.warden.audit.record(
+            self.actor.name, action, outcome, path=path, reason=reason,
+            grant_id=grant_id, client=self.client, details=details,
+        )
+
+    def refuse(self, status: int, message: str, action: str = "request.denied", path=None):
+        self.audit(action, "deny", path=path, reason=message,
+                   details={"method": self.handler.request.method, "url": self.handler.request.path})
+        raise web.HTTPError(status, message)
+
+    # -- contents ------------------------------------------------------------
+
+    def body(self) -> dict:
+        """The request's JSON object (an empty one if there is no body); 400 otherwise."""
+        body = self.handler.get_json_body()
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return body
+
+    def policy_path(self, raw: str | None) -> str:
+        if raw is not None and not isinstance(raw, str):
+            raise web.HTTPError(400, "a path must be a string")
+        try:
+            return normalize_path(raw or "")
+        except BadPath as e:
+            self.refuse(404, f"{e}", action="request.denied")
+
+    def real_path(self, path: str) -> str | None:
+        """Where ``path`` really is, relative to the root; None if outside it."""
+        cm = self.handler.contents_manager
+        root = os.path.realpath(cm.root_dir)
+        real = os.path.realpath(os.path.join(root, *path.split("/"))) if path else root
+        if real == root:
+            return ""
+        if not real.startswith(root + os.sep):
+            return None
+        return real[len(root) + 1 :].replace(os.sep, "/")
+
+    def require(self, capability: str, path: str) -> Decision:
+        """Ask the engine about ``path`` and where it really leads; audit; 404/403 on no."""
+        decision = self.warden.engine.check(self.actor, capability, path)
+        real = self.real_path(path)
+        if real is None:
+            decision = Decision(False, self.actor.name, capability, path,
+                                "the path leads outside the served root")
+        elif real != path and decision.allowed:
+            # A symlink: its target must be allowed too, under the target's rules.
+            target = self.warden.engine.check(self.actor, capability, real)
+            if not target.allowed:
+                decision = Decision(False, self.actor.name, capability, path,
+                                    f"it leads to another path, where {target.reason}")
+        grant = decision.grant.id if decision.grant else None
+        self.audit(f"contents.{capability}", "allow" if decision.allowed else "deny",
+                   path=path, reason=decision.reason, grant_id=grant)
+        if decision.allowed:
+            return decision
+        # The root exists for everyone; anything else unreadable is not there (G1).
+        if path and (capability == "read" or not self._may_read(path, real)):
+            raise _not_found(path)
+        raise web.HTTPError(
+            403,
+            f"{self.actor.name} may not {capability} '{path or '/'}': {decision.reason}. "
+            "Ask someone who manages it for access.",
+        )
+
+    def _may_read(self, path: str, real: str | None) -> bool:
+        engine = self.warden.engine
+        return (
+            real is not None
+            and engine.check(self.actor, "read", path).allowed
+            and engine.check(self.actor, "read", real).allowed
+        )
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(self.handler.contents_manager._get_os_path(path))
+
+
+class WardenAuthorizer(Authorizer):
+    """Every ``@authorized`` request: collect the facts, ask the engine."""
+
+    def is_authorized(self, handler, user, action, resource) -> bool:
+        warden = handler.settings.get("warden")
+        account = getattr(handler, "warden_account", None)
+        if warden is None or account is None or user is None:
+            return False
+        if class_name(type(handler)) == _IDENTITY_HANDLER:
+            # /api/me?permissions=...: a report, not a request; coarse and silent.
+            return account.admin or (resource, action) in SIGNED_IN_RESOURCES
+        try:
+            return self._decide(_Request(handler, warden, account, Actor.for_account(account)),
+                                handler, action, resource)
+        except StoreUnavailable as e:
+            # Fail closed, and say why: no answer from the policy store is a no.
+            raise web.HTTPError(503, f"access can't be checked right now: {e}") from None
+
+    def _decide(self, request, handler, action, resource) -> bool:
+        check = _RESOURCES.get(resource)
+        if check is not None:
+            return check(request, action)
+        if type(handler).__module__.startswith("jupyter_warden."):
+            return True  # the warden's own API asks the engine itself, per path
+        return _admin_or_allow_listed(request, action, resource)
+
+
+def _admin_or_allow_listed(request: _Request, action: str, resource: str) -> bool:
+    warden = request.warden
+    if request.actor.admin or (resource, action) in SIGNED_IN_RESOURCES:
+        return True
+    if resource in warden.signed_in_resources or f"{resource}:{action}" in warden.signed_in_resources:
+        return True
+    request.refuse(
+        403,
+        f"'{resource}' ({action}) is for server admins only on this server; "
+        "an admin can allow it with c.Warden.signed_in_resources",
+        action="server.admin",
+    )
+
+
+def _contents(request: _Request, action: str) -> bool:
+    handler = request.handler
+    name = class_name(type(handler))
+    method = handler.request.method
+    raw = handler.path_kwargs.get("path")
+    if raw is None and handler.path_args:
+        raw = handler.path_args[0]  # /files/<path>
+    if (name not in _PATH_HANDLERS and name != _CONTENTS_HANDLER) or raw is None:
+        # A contents handler the warden does not know: no path, no answer.
+        return _admin_or_allow_listed(request, action, "contents")
+    path = request.policy_path(raw)
+    if name != _CONTENTS_HANDLER:
+        # /files, /view, checkpoints, trust: reads read, everything else writes.
+        request.require("read" if method in ("GET", "HEAD") else "write", path)
+        return True
+    if method in ("GET", "HEAD"):
+        _read_or_traverse(request, path)
+    elif method == "PUT":
+        body = request.body()
+        if body and request.exists(path):
+            request.require("write", path)
+        else:
+            # A new file (upload) is created in its folder; no body: untitled in `path`.
+            request.require("write", _parent(path) if body else path)
+    elif method == "POST":
+        copy_from = request.body().get("copy_from")
+        if copy_from:
+            request.require("read", request.policy_path(copy_from))
+        request.require("write", path)
+    elif method == "PATCH":
+        new = request.body().get("path")
+        if new is None:
+            raise web.HTTPError(400, "a rename needs the new path in the body: {\"path\": ...}")
+        new = request.policy_path(new)
+        request.require("write", path)
+        request.require("write", _parent(new))
+        if new != path and request.exists(new):
+            request.require("write", new)
+    elif method == "DELETE":
+        request.require("write", path)
+    else:
+        request.refuse(405, f"{method} is not a contents operation")
+    return True
+
+
+def _read_or_traverse(request: _Request, path: str) -> None:
+    """A folder with something readable below it is listed (filtered); else read decides."""
+    engine = request.warden.engine
+    if not engine.check(request.actor, "read", path).allowed:
+        cm = request.handler.contents_manager
+        real = request.real_path(path)
+        if real is not None and (path == "" or real == path) and os.path.isdir(cm._get_os_path(path)):
+            from .contents import leads_to_readable
+
+            if path == "" or leads_to_readable(request.warden, request.actor, path):
+                request.audit("contents.read", "allow", path=path,
+                              reason="a folder leading to something readable: listed filtered")
+                return
+    request.require("read", path)
+
+
+def _sessions(request: _Request, action: str) -> bool:
+    handler = request.handler
+    if action == "read":
+        return True  # the session manager shows each user only their own
+    body = request.body() if handler.request.method in ("POST", "PATCH") else {}
+    if "notebook" in body and isinstance(body["notebook"], dict) and "path" in body["notebook"]:
+        body = {**body, "path": body["notebook"]["path"], "type": body.get("type", "notebook")}
+    if "path" in body:
+        path = request.policy_path(body["path"])
+        kind = body.get("type", "notebook")
+        request.require("run", path if kind == "notebook" else _parent(path))
+    elif handler.request.method == "POST":
+        raise web.HTTPError(400, "Missing field in JSON data: path")
+    kernel = body.get("kernel") or {}
+    kernel_id = kernel.get("id") if isinstance(kernel, dict) else None
+    if kernel_id is not None and not isinstance(kernel_id, str):
+        raise web.HTTPError(400, "kernel.id must be a string")
+    if kernel_id and kernel_id in handler.kernel_manager and not request.actor.admin:
+        owner_of = getattr(handler.kernel_manager, "owner_of", None)
+        if owner_of is None or owner_of(kernel_id) != request.actor.subject:
+            request.refuse(403, f"kernel {kernel_id} belongs to someone else; "
+                                "leave kernel.id out to start your own")
+    # Which sessions and kernels are the user's own: the session manager.
+    return True
+
+
+def _kernels(request: _Request, action: str) -> bool:
+    handler = request.handler
+    kernel_id = handler.path_kwargs.get("kernel_id")
+    if kernel_id is None:
+        if action == "read":
+            return True  # the list, filtered by the kernel manager
+        return _admin_only(request, "starting a kernel without a notebook (use a session)")
+    if request.actor.admin:
+        return True
+    km = handler.kernel_manager
+    owner_of = getattr(km, "owner_of", None)
+    if owner_of is None:
+        return _admin_only(request, "kernels (this kernel manager records no owners)")
+    if owner_of(kernel_id) == request.actor.subject:
+        return True
+    if action == "write" and _manages_a_notebook_of(request, kernel_id):
+        return True
+    request.refuse(404, f"Kernel does not exist: {kernel_id}")
+
+
+def _manages_a_notebook_of(request: _Request, kernel_id: str) -> bool:
+    paths = getattr(request.handler.session_manager, "paths_of_kernel", lambda k: [])(kernel_id)
+    for path in paths:
+        try:
+            if request.warden.engine.check(request.actor, "manage", path).allowed:
+                request.audit("contents.manage", "allow", path=path,
+                              reason=f"manage on a notebook of kernel {kernel_id}")
+                return True
+        except BadPath:
+            continue
+    return False
+
+
+def _admin_only(request: _Request, what: str) -> bool:
+    if request.actor.admin:
+        return True
+    request.refuse(403, f"{what} is for server admins only", action="server.admin")
+
+
+def _terminals(request: _Request, action: str) -> bool:
+    if request.warden.terminals_for_everyone:
+        return True
+    return _admin_only(request, "terminals (a terminal runs as the server's own account)")
+
+
+def _api(request: _Request, action: str) -> bool:
+    if type(request.handler).__name__ == "PathResolverHandler":
+        # It answers whether any path exists, and where: G1 for admins only.
+        return _admin_only(request, "/api/resolvePath")
+    return _admin_or_allow_listed(request, action, "api")
+
+
+def _nbconvert(request: _Request, action: str) -> bool:
+    if "path" in request.handler.path_kwargs:
+        request.require("read", request.policy_path(request.handler.path_kwargs["path"]))
+        return True
+    return _admin_or_allow_listed(request, action, "nbconvert")
+
+
+_RESOURCES = {
+    "contents": _contents,
+    "sessions": _sessions,
+    "kernels": _kernels,
+    "terminals": _terminals,
+    "api": _api,
+    "nbconvert": _nbconvert,
+    "server": lambda r, a: _admin_only(r, "shutting the server down"),
+}
+
+
+# -- handlers that never ask the authorizer -----------------------------------
+
+
+class GuardedIdentityProvider(WardenIdentityProvider):
+    """Signs the user in, then holds back handlers the authorizer never sees."""
+
+    async def get_user(self, handler):
+        user = await super().get_user(handler)
+        account = getattr(handler, "warden_account", None)
+        if user is not None and account is not None:
+            self._guard(handler, account)
+        return user
+
+    def _guard(self, handler, account) -> None:
+        cls = type(handler)
+        name = class_name(cls)
+        method = handler.request.method
+        if name in _PER_USER:
+            _PER_USER[name](handler, account)
+        if account.admin or method == "OPTIONS" or cls.__module__.startswith("jupyter_warden."):
+            return  # (the warden's own handlers check for themselves)
+        warden = handler.settings["warden"]
+        asks_authorizer = name in SELF_AUTHORIZING_HANDLERS or _is_authorized_method(
+            getattr(handler, (method or "").lower(), None)
+        )
+        if asks_authorizer and not _refused_early(warden, handler, name):
+            return
+        if not asks_authorizer and (name in SIGNED_IN_HANDLERS or name in warden.signed_in_handlers):
+            return
+        message = (
+            f"{handler.request.path} ({name}) is for server admins only on this server; "
+            "an admin can allow it with c.Warden.signed_in_handlers"
+            + (" or c.Warden.signed_in_resources" if asks_authorizer else "")
+        )
+        warden.audit.record(
+            account.name, "request.denied", "deny", reason=message,
+            client=handler.request.remote_ip, details={"method": method, "url": handler.request.path},
+        )
+        handler.current_user = None
+        raise web.HTTPError(403, message)
+
+
+def _refused_early(warden, handler, name: str) -> bool:
+    """Another extension's handler the authorizer would refuse in any case.
+
+    Refused here, at sign-in, so that nothing its ``prepare`` does (real-time
+    collaboration loads the file there) runs for a request that will fail.
+    """
+    resource = getattr(handler, "auth_resource", None)
+    allow_listed = any(r == resource or r.startswith(f"{resource}:") for r in warden.signed_in_resources)
+    if resource == "contents":
+        return name not in _PATH_HANDLERS and name != _CONTENTS_HANDLER and not allow_listed
+    if resource in _RESOURCES or resource is None:
+        return False
+    action = "read" if handler.request.method in ("GET", "HEAD") else "write"
+    return (resource, action) not in SIGNED_IN_RESOURCES and not allow_listed
+
+
+def user_folder(warden, account, kind: str) -> str:
+    """The user's own folder for JupyterLab's ``kind`` (workspaces, settings), under the state."""
+    digest = hashlib.sha256(name_key(account.name).encode()).hexdigest()[:32]
+    folder = Path(warden.state_dir).expanduser() / "lab" / digest / kind
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return str(folder)
+
+
+def _own_workspaces(handler, account) -> None:
+    from jupyterlab_server.workspaces_handler import WorkspacesManager
+
+    handler.manager = WorkspacesManager(user_folder(handler.settings["warden"], account, "workspaces"))
+
+
+def _own_settings(handler, account) -> None:
+    handler.settings_dir = user_folder(handler.settings["warden"], account, "settings")
+
+
+# JupyterLab keeps one workspaces and one settings folder for the server;
+# each request is pointed at the user's own instead, so nobody sees another's.
+_PER_USER = {
+    "jupyterlab_server.workspaces_handler.WorkspacesHandler": _own_workspaces,
+    "jupyterlab_server.settings_handler.SettingsHandler": _own_settings,
+}

@@ -1,0 +1,136 @@
+"""Kernels and sessions belong to the user who started them.
+
+Stock jupyter_server hands the session (and kernel) of a path to whoever
+POSTs that path, and lists every kernel and session to everyone. Here each
+kernel records its owner (the policy subject, ``user:KEY`` or ``link:ID``)
+when it starts, in this server process where the kernels live; sessions
+are keyed by (path, owner); lists show each user only their own (admins see
+all); a session can't be created on, or repointed to, someone else's kernel.
+``owner_of(kernel_id)`` on the kernel manager is the API other guards use.
+"""
+
+from __future__ import annotations
+
+from jupyter_server.base.call_context import CallContext
+from tornado import web
+
+from ..policy.engine import Actor
+
+
+def _requester() -> Actor | None:
+    """The actor of the request being served; None for the server's own calls."""
+    handler = CallContext.get(CallContext.JUPYTER_HANDLER)
+    account = getattr(handler, "warden_account", None)
+    return Actor.for_account(account) if account is not None else None
+
+
+def owning_kernel_manager(base: type) -> type:
+    """A subclass of the configured kernel manager that records and filters by owner."""
+
+    class WardenKernelManager(base):
+        _owners: dict
+
+        def owner_of(self, kernel_id: str) -> str | None:
+            """The policy subject that started ``kernel_id``; None if unknown or gone."""
+            if kernel_id not in self:
+                return None
+            return self.__dict__.setdefault("_owners", {}).get(kernel_id)
+
+        def visible_to(self, actor: Actor | None, kernel_id: str) -> bool:
+            return actor is None or actor.admin or self.owner_of(kernel_id) == actor.subject
+
+        async def start_kernel(self, *args, **kwargs):
+            actor = _requester()
+            kernel_id = await super().start_kernel(*args, **kwargs)
+            if actor is not None:
+                self.__dict__.setdefault("_owners", {})[kernel_id] = actor.subject
+            return kernel_id
+
+        def list_kernels(self):
+            actor = _requester()
+            kernels = super().list_kernels()
+            return [k for k in kernels if self.visible_to(actor, k["id"])]
+
+    WardenKernelManager.__name__ = WardenKernelManager.__qualname__ = "Warden" + base.__name__
+    return WardenKernelManager
+
+
+def owning_session_manager(base: type) -> type:
+    """A subclass of the configured session manager keyed by (path, owner)."""
+
+    class WardenSessionManager(base):
+        def _visible(self, actor: Actor | None, kernel_id: str, own_only: bool = False) -> bool:
+            if actor is None:
+                return True
+            owner_of = getattr(self.kernel_manager, "owner_of", None)
+            if owner_of is None:
+                return actor.admin  # fail closed: nobody's kernels can be told apart
+            if actor.admin and not own_only:
+                return True
+            return owner_of(kernel_id) == actor.subject
+
+        def paths_of_kernel(self, kernel_id: str) -> list[str]:
+            """The paths of the sessions that use ``kernel_id`` (for `manage` checks)."""
+            rows = self.cursor.execute("SELECT path FROM session WHERE kernel_id=?", (kernel_id,))
+            return [row[0] for row in rows.fetchall()]
+
+        async def session_exists(self, path):
+            actor = _requester()
+            rows = self.cursor.execute("SELECT * FROM session WHERE path=?", (path,)).fetchall()
+            for row in rows:
+                if self._visible(actor, row["kernel_id"], own_only=True):
+                    if await self.row_to_model(row, tolerate_culled=True) is not None:
+                        return True
+            return False
+
+        async def get_session(self, **kwargs):
+            actor = _requester()
+            if actor is None or not kwargs:
+                return await super().get_session(**kwargs)
+            for column in kwargs:
+                if column not in self._columns:
+                    raise TypeError(f"No such column: {column}")
+            where = " AND ".join(f"{column}=?" for column in kwargs)
+            rows = self.cursor.execute(
+                f"SELECT * FROM session WHERE {where}", list(kwargs.values())  # noqa: S608
+            ).fetchall()
+            # By path a user reaches only their own session, admins included:
+            # two users on one notebook get two kernels.
+            own_only = "path" in kwargs
+            for row in rows:
+                if self._visible(actor, row["kernel_id"], own_only=own_only):
+                    try:
+                        return await self.row_to_model(row)
+                    except KeyError as e:
+                        raise web.HTTPError(404, f"Session not found: {e}") from e
+            raise web.HTTPError(404, "Session not found")
+
+        async def create_session(self, path=None, name=None, type=None, kernel_name=None, kernel_id=None):
+            self._refuse_foreign_kernel(kernel_id)
+            return await super().create_session(
+                path=path, name=name, type=type, kernel_name=kernel_name, kernel_id=kernel_id
+            )
+
+        async def update_session(self, session_id, **kwargs):
+            await self.get_session(session_id=session_id)  # 404 if not theirs
+            self._refuse_foreign_kernel(kwargs.get("kernel_id"))
+            return await super().update_session(session_id, **kwargs)
+
+        async def list_sessions(self):
+            actor = _requester()
+            sessions = await super().list_sessions()
+            return [s for s in sessions if self._visible(actor, s["kernel"]["id"])]
+
+        def _refuse_foreign_kernel(self, kernel_id) -> None:
+            actor = _requester()
+            if actor is None or kernel_id is None or kernel_id not in self.kernel_manager:
+                return  # a new kernel will be started at that id, owned by the requester
+            if not self._visible(actor, kernel_id):
+                raise web.HTTPError(
+                    403,
+                    f"kernel {kernel_id} belongs to someone else; start your own kernel "
+                    "(leave kernel.id out of the request)",
+                )
+
+    WardenSessionManager.__name__ = WardenSessionManager.__qualname__ = "Warden" + base.__name__
+    return WardenSessionManager
