@@ -5,7 +5,7 @@ and one without, times GET /api/contents/<folder> against both in
 interleaved rounds, and prints median, p90 and the ratio of medians next
 to the target (≤ 1.3). It measures; a missed target does not fail.
 
-    python bench/listing.py [--notebooks 5000] [--rounds 40]
+    python bench/listing.py [--notebooks 5000] [--rounds 25]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def ms(ns: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notebooks", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=40, help="timed listings per server")
+    parser.add_argument("--rounds", type=int, default=25, help="timed listings per server")
     parser.add_argument("--warmup", type=int, default=5, help="untimed listings per server")
     args = parser.parse_args(argv)
 
