@@ -18,12 +18,27 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..store import Store
 from ..store.models import Grant, LabelDefinition, PathLabel, PolicyVersion, utcnow
 from .levels import LEVELS, check_capability, level_of
 from .paths import ancestors, normalize_path
+
+
+_VERSION = select(PolicyVersion.version).where(PolicyVersion.id == 1)
+_GRANTS = select(
+    Grant.id, Grant.path, Grant.subject, Grant.level, Grant.not_before, Grant.not_after
+).where(
+    Grant.path.in_(bindparam("paths", expanding=True)),
+    Grant.subject.in_(bindparam("subjects", expanding=True)),
+)
+_NO_LINKS_LABEL = (
+    select(LabelDefinition.name)
+    .join(PathLabel, PathLabel.label_id == LabelDefinition.id)
+    .where(PathLabel.path.in_(bindparam("paths", expanding=True)), LabelDefinition.no_links.is_(True))
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
@@ -166,8 +181,8 @@ class PolicyEngine:
         now = time.monotonic()
         if self._version is not None and now - self._polled < self.poll_interval:
             return
-        with self.store.transaction() as s:
-            version = s.scalar(select(PolicyVersion.version).where(PolicyVersion.id == 1))
+        with self.store.read() as conn:
+            version = conn.execute(_VERSION).scalar()
         with self._lock:
             if version != self._version:
                 self._cache.clear()
@@ -177,21 +192,15 @@ class PolicyEngine:
     def _compute(self, actor: Actor, path: str, now: dt.datetime) -> _Entry:
         chain = ancestors(path)
         subjects = actor.subjects_key
-        with self.store.transaction() as s:
-            rows = s.execute(
-                select(Grant).where(Grant.path.in_(chain), Grant.subject.in_(subjects))
-            ).scalars().all()
+        # Core rows, not ORM objects: this runs on every cache miss.
+        with self.store.read() as conn:
             grants = [
-                GrantRef(g.id, g.path, g.subject, g.level, g.not_before, g.not_after) for g in rows
+                GrantRef(*row)
+                for row in conn.execute(_GRANTS, {"paths": chain, "subjects": subjects})
             ]
             blocking_label = None
             if actor.link_id:
-                blocking_label = s.scalar(
-                    select(LabelDefinition.name)
-                    .join(PathLabel, PathLabel.label_id == LabelDefinition.id)
-                    .where(PathLabel.path.in_(chain), LabelDefinition.no_links.is_(True))
-                    .limit(1)
-                )
+                blocking_label = conn.execute(_NO_LINKS_LABEL, {"paths": chain}).scalar()
         if blocking_label is not None:
             return _Entry(
                 Effective(frozenset(), f"label '{blocking_label}' forbids share links here"), None

@@ -163,6 +163,12 @@ class Store:
         with self._unavailable_as_error(), self._sessions() as session, session.begin():
             yield session
 
+    @contextlib.contextmanager
+    def read(self) -> Iterator:
+        """A plain connection for hot read paths: no ORM objects, no session."""
+        with self._unavailable_as_error(), self.engine.connect() as conn:
+            yield conn
+
     def dispose(self) -> None:
         self.engine.dispose()
 
