@@ -19,7 +19,7 @@ from pathlib import Path
 from .audit.log import AuditLog, iter_lines, load_or_create_key
 from .identity.accounts import AccountError, Accounts
 from .names import NAME_RULE
-from .policy.changes import Policy, PolicyError
+from .policy.changes import Audited, Policy, PolicyError
 from .policy.engine import Actor, PolicyEngine
 from .policy.levels import CAPABILITIES, LEVELS, LINK_LEVELS
 from .policy.paths import BadPath, normalize_path
@@ -164,6 +164,11 @@ def record(args, path: str | None = None, grant_id: int | None = None, **details
         grant_id=grant_id,
         details={k: v for k, v in details.items() if v is not None} or None,
     )
+
+
+def audited(args, **details) -> Audited:
+    """For a policy change: its record is written in the change's own transaction."""
+    return Audited(args.audit_log, cli_actor(), None, {k: v for k, v in details.items() if v is not None} or None)
 
 
 def _record_refusal(args, error: Exception) -> None:
@@ -348,24 +353,15 @@ def _in_force(grant, now: dt.datetime) -> bool:
 def cmd_grant(args):
     _store, policy = _policy(args)
     ref = policy.grant(
-        args.path, args.to, args.level, args.not_before, args.not_after, by=cli_actor()
-    )
-    record(
-        args,
-        path=ref.path,
-        grant_id=ref.id,
-        subject=ref.subject,
-        level=ref.level,
-        not_before=_iso(ref.not_before),
-        not_after=_iso(ref.not_after),
+        args.path, args.to, args.level, args.not_before, args.not_after, by=cli_actor(),
+        audited=audited(args, not_before=_iso(args.not_before), not_after=_iso(args.not_after)),
     )
     print(f"grant #{ref.id}: {ref.subject} has {ref.level} on {_shown(ref.path)}{_window(ref)}")
 
 
 def cmd_revoke(args):
     _store, policy = _policy(args)
-    ref = policy.revoke(args.path, args.to)
-    record(args, path=ref.path, grant_id=ref.id, subject=ref.subject, level=ref.level)
+    ref = policy.revoke(args.path, args.to, audited=audited(args))
     print(f"revoked grant #{ref.id} ({ref.subject} {ref.level} on {_shown(ref.path)})")
 
 
@@ -461,8 +457,10 @@ LINK_URL_PATH = "/warden/link/"
 
 def cmd_link_create(args):
     _store, policy = _policy(args)
-    link, token = policy.create_link(args.path, args.level, expires_at=args.expires, by=cli_actor())
-    record(args, path=link.path, link=link.id, level=link.level, expires=_iso(link.expires_at))
+    link, token = policy.create_link(
+        args.path, args.level, expires_at=args.expires, by=cli_actor(),
+        audited=audited(args, expires=_iso(args.expires)),
+    )
     # The URL alone on stdout, so scripts can capture it; the rest on stderr.
     print(f"{LINK_URL_PATH}{token}")
     expiry = f", until {_fmt_time(link.expires_at)}" if link.expires_at else ", until revoked"
@@ -476,8 +474,7 @@ def cmd_link_create(args):
 
 def cmd_link_revoke(args):
     _store, policy = _policy(args)
-    link = policy.revoke_link(args.id)
-    record(args, path=link.path, link=link.id)
+    link = policy.revoke_link(args.id, audited=audited(args))
     print(f"link {link.id} on {_shown(link.path)} revoked; its guests are signed out")
 
 
@@ -513,29 +510,23 @@ def cmd_label_define(args):
         colour=args.colour,
         no_links=args.no_links,
         only_groups=args.only_groups or [],
-    )
-    record(
-        args,
-        label=label.name,
-        banner=label.banner,
-        colour=label.colour,
-        no_links=label.no_links,
-        only_groups=list(label.only_groups) or None,
+        audited=audited(
+            args, banner=args.banner, colour=args.colour, no_links=args.no_links,
+            only_groups=args.only_groups or None,
+        ),
     )
     print(f"label {label.name}: {_label_rules(label)}")
 
 
 def cmd_label_set(args):
     _store, policy = _policy(args)
-    label = policy.set_label(args.path, args.label)
-    record(args, path=args.path, label=label.name)
+    label = policy.set_label(args.path, args.label, audited=audited(args))
     print(f"{_shown(args.path)} is labelled {label.name}: {_label_rules(label)}")
 
 
 def cmd_label_remove(args):
     _store, policy = _policy(args)
-    policy.remove_label(args.path, args.label)
-    record(args, path=args.path, label=args.label)
+    policy.remove_label(args.path, args.label, audited=audited(args))
     print(f"label {args.label} taken off {_shown(args.path)}")
 
 

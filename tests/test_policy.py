@@ -232,3 +232,28 @@ def test_revoked_and_expired_links_open_nothing(world):
     assert caps(engine, Actor.for_link(short.id), "t.ipynb") == set()
     assert policy.link_for_token("wdl_not-a-token") is None
     assert policy.link_for_token("garbage") is None
+
+
+def test_a_change_and_its_audit_record_commit_together(store, world, warden_state):
+    from jupyter_warden.audit.log import AuditLog, load_or_create_key
+    from jupyter_warden.policy.changes import Audited
+
+    _, engine, policy, actor = world
+    log = AuditLog(store, load_or_create_key(warden_state))
+    ref = policy.grant("x", "user:dan", "read", audited=Audited(log, "alice", "10.0.0.1"))
+    [record] = log.query(path="x")
+    assert (record.actor, record.action, record.outcome, record.grant_id) == (
+        "alice", "grant.create", "allow", ref.id
+    )
+
+    class FailingLog(AuditLog):
+        def record(self, *args, **kwargs):
+            super().record(*args, **kwargs)
+            raise RuntimeError("the disk filled up after the record")
+
+    with pytest.raises(RuntimeError):
+        policy.grant("y", "user:dan", "read", audited=Audited(FailingLog(store, log.key), "alice"))
+    # Neither the grant nor its record survived.
+    assert policy.grants_on("y", inherited=False) == []
+    assert log.query(path="y") == []
+    assert log.verify().ok

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from ..store import Store
 from ..store.models import AuditHead, AuditRecord, utcnow
@@ -94,33 +95,44 @@ class AuditLog:
         grant_id: int | None = None,
         client: str | None = None,
         details: dict | None = None,
+        session: Session | None = None,
     ) -> int:
-        """Append one record, in its own transaction; returns its sequence number."""
+        """Append one record; returns its sequence number.
+
+        With ``session``, the record joins that transaction, so a change and
+        its record commit (or vanish) together; otherwise it has its own.
+        """
         check_event(action)
+        if session is not None:
+            return self._append(session, actor, action, outcome, path, reason, grant_id, client, details)
         with self.store.transaction() as s:
-            # Taking the head's row lock first serialises appenders across
-            # processes, so the chain never forks.
-            seq, prev = s.execute(
-                update(AuditHead)
-                .where(AuditHead.id == 1)
-                .values(seq=AuditHead.seq + 1)
-                .returning(AuditHead.seq, AuditHead.hash)
-            ).one()
-            values = {
-                "seq": seq,
-                "time": utcnow(),
-                "actor": actor,
-                "action": action,
-                "path": path,
-                "outcome": outcome,
-                "reason": reason,
-                "grant_id": grant_id,
-                "client": client,
-                "details": json.dumps(details, sort_keys=True) if details else None,
-            }
-            digest = self._hash(prev, self._values(values))
-            s.add(AuditRecord(**values, prev_hash=prev, hash=digest))
-            s.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=digest))
+            return self._append(s, actor, action, outcome, path, reason, grant_id, client, details)
+
+    def _append(self, s, actor, action, outcome, path, reason, grant_id, client, details) -> int:
+        # Taking the head's row lock first serialises appenders across
+        # processes, so the chain never forks.
+        seq, prev = s.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(seq=AuditHead.seq + 1)
+            .returning(AuditHead.seq, AuditHead.hash)
+        ).one()
+        values = {
+            "seq": seq,
+            "time": utcnow(),
+            "actor": actor,
+            "action": action,
+            "path": path,
+            "outcome": outcome,
+            "reason": reason,
+            "grant_id": grant_id,
+            "client": client,
+            "details": json.dumps(details, sort_keys=True) if details else None,
+        }
+        digest = self._hash(prev, self._values(values))
+        s.add(AuditRecord(**values, prev_hash=prev, hash=digest))
+        s.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=digest))
+        s.flush()
         return seq
 
     # -- reading ------------------------------------------------------------

@@ -13,6 +13,7 @@ import json
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from ..policy.changes import Audited
 from ..policy.engine import Actor, Decision, GrantRef
 from ..policy.paths import BadPath, normalize_path
 from ..store import StoreUnavailable
@@ -151,6 +152,10 @@ class WardenAPIHandler(APIHandler):
             return
         self.audit(action, "deny", path, reason="only server admins may do this", details=details)
         raise web.HTTPError(403, "only server admins may do this")
+
+    def audited(self, details: dict | None = None) -> Audited:
+        """For a policy change: its record is written in the change's own transaction."""
+        return Audited(self.warden.audit, self.actor.name, self.client, details)
 
     def audit(
         self,

@@ -49,11 +49,13 @@ class GrantsHandler(WardenAPIHandler):
         # a well-formed share that the policy refuses is a conflict (409).
         self.check_subject(subject)
         try:
-            grant = policy.grant(path, subject, level, not_before, not_after, by=self.actor.name)
+            grant = policy.grant(
+                path, subject, level, not_before, not_after,
+                by=self.actor.name, audited=self.audited(details),
+            )
         except PolicyError as e:
             self.audit("grant.create", "deny", path, reason=str(e), details=details)
             raise web.HTTPError(409, str(e)) from None
-        self.audit("grant.create", "allow", path, grant_id=grant.id, details=details)
         self.reply(grant_json(grant, path), status=201)
 
     @web.authenticated
@@ -68,9 +70,8 @@ class GrantsHandler(WardenAPIHandler):
         if not subject.startswith("link:"):
             self.check_subject(subject)
         try:
-            grant = self.warden.policy.revoke(path, subject)
+            self.warden.policy.revoke(path, subject, audited=self.audited(details))
         except PolicyError as e:
             raise web.HTTPError(404, str(e)) from None
-        self.audit("grant.revoke", "allow", path, grant_id=grant.id, details={**details, "level": grant.level})
         self.set_status(204)
         self.finish()

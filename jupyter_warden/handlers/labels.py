@@ -62,11 +62,11 @@ class LabelHandler(WardenAPIHandler):
             label = policy.define_label(
                 name, banner=banner, colour=colour,
                 no_links=bool(body.get("no_links")), only_groups=groups,
+                audited=self.audited(details),
             )
         except PolicyError as e:
             self.audit("label.define", "deny", None, reason=str(e), details=details)
             raise web.HTTPError(409, str(e)) from None
-        self.audit("label.define", "allow", None, details={**details, **label_json(label)})
         self.reply(label_json(label))
 
 
@@ -89,11 +89,10 @@ class PathLabelsHandler(WardenAPIHandler):
         if name not in {label.name for label in self.warden.policy.list_labels()}:
             raise web.HTTPError(400, f"there is no label named {name!r}; an admin defines labels first")
         try:
-            label = self.warden.policy.set_label(path, name)
+            label = self.warden.policy.set_label(path, name, audited=self.audited(details))
         except PolicyError as e:
             self.audit("label.set", "deny", path, reason=str(e), details=details)
             raise web.HTTPError(409, str(e)) from None
-        self.audit("label.set", "allow", path, details=details)
         self.reply(label_json(label), status=201)
 
     @web.authenticated
@@ -107,9 +106,8 @@ class PathLabelsHandler(WardenAPIHandler):
         details = {"label": name}
         self.require("manage", path, "label.remove", details)
         try:
-            self.warden.policy.remove_label(path, name)
+            self.warden.policy.remove_label(path, name, audited=self.audited(details))
         except PolicyError as e:
             raise web.HTTPError(404, str(e)) from None
-        self.audit("label.remove", "allow", path, details=details)
         self.set_status(204)
         self.finish()

@@ -71,11 +71,12 @@ class LinksHandler(WardenAPIHandler):
         details = {"level": level, "expires": iso(expires)}
         self.require("manage", path, "link.create", details)
         try:
-            link, token = self.warden.policy.create_link(path, level, expires, by=self.actor.name)
+            link, token = self.warden.policy.create_link(
+                path, level, expires, by=self.actor.name, audited=self.audited(details)
+            )
         except PolicyError as e:
             self.audit("link.create", "deny", path, reason=str(e), details=details)
             raise web.HTTPError(409, str(e)) from None
-        self.audit("link.create", "allow", path, details={**details, "link": link.id})
         url = f"{self.request.protocol}://{self.request.host}" + url_path_join(
             self.base_url, "warden", "link", token
         )
@@ -92,8 +93,7 @@ class LinkHandler(WardenAPIHandler):
         if link is None:
             raise web.HTTPError(404, not_found)
         self.require("manage", link.path, "link.revoke", {"link": link_id}, not_found=not_found)
-        self.warden.policy.revoke_link(link_id)
-        self.audit("link.revoke", "allow", link.path, details={"link": link_id})
+        self.warden.policy.revoke_link(link_id, audited=self.audited())
         self.set_status(204)
         self.finish()
 

@@ -41,6 +41,23 @@ class PolicyError(Exception):
 
 
 @dataclass(frozen=True)
+class Audited:
+    """Who asked for a change: its audit record is written in the change's transaction."""
+
+    log: object  # audit.log.AuditLog
+    actor: str
+    client: str | None = None
+    details: dict | None = None
+
+    def record(self, session: Session, action: str, path: str | None, grant_id=None, **extra):
+        details = {**(self.details or {}), **{k: v for k, v in extra.items() if v is not None}}
+        self.log.record(
+            self.actor, action, "allow", path=path, grant_id=grant_id,
+            client=self.client, details=details or None, session=session,
+        )
+
+
+@dataclass(frozen=True)
 class LabelInfo:
     name: str
     banner: str | None
@@ -131,6 +148,7 @@ class Policy:
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
         by: str | None = None,
+        audited: Audited | None = None,
     ) -> GrantRef:
         path = _path(path)
         if level not in LEVELS:
@@ -155,10 +173,12 @@ class Policy:
             s.flush()
             self._changed(s)
             ref = _ref(row)
+            if audited:
+                audited.record(s, "grant.create", path, grant_id=ref.id, subject=key, level=level)
         self.on_change()
         return ref
 
-    def revoke(self, path: str, subject: str) -> GrantRef:
+    def revoke(self, path: str, subject: str, audited: Audited | None = None) -> GrantRef:
         path = _path(path)
         with self.store.transaction() as s:
             key = subject if subject.startswith("link:") else self.subject_key(s, subject)
@@ -168,6 +188,8 @@ class Policy:
             ref = _ref(row)
             s.delete(row)
             self._changed(s)
+            if audited:
+                audited.record(s, "grant.revoke", path, grant_id=ref.id, subject=key, level=ref.level)
         self.on_change()
         return ref
 
@@ -260,6 +282,7 @@ class Policy:
         colour: str | None = None,
         no_links: bool = False,
         only_groups: list[str] = (),
+        audited: Audited | None = None,
     ) -> LabelInfo:
         try:
             name = normalize_name(name, "label name")
@@ -280,6 +303,8 @@ class Policy:
                 self._check_existing_against(s, labelled, row)
             self._changed(s)
             info = _label(row)
+            if audited:
+                audited.record(s, "label.define", None, label=name)
         self.on_change()
         return info
 
@@ -287,7 +312,7 @@ class Policy:
         with self.store.transaction() as s:
             return [_label(d) for d in s.scalars(select(LabelDefinition).order_by(LabelDefinition.name))]
 
-    def set_label(self, path: str, label: str) -> LabelInfo:
+    def set_label(self, path: str, label: str, audited: Audited | None = None) -> LabelInfo:
         path = _path(path)
         with self.store.transaction() as s:
             row = s.scalar(select(LabelDefinition).where(LabelDefinition.name == label))
@@ -303,10 +328,12 @@ class Policy:
                 s.add(PathLabel(path=path, label_id=row.id))
             self._changed(s)
             info = _label(row, path)
+            if audited:
+                audited.record(s, "label.set", path, label=label)
         self.on_change()
         return info
 
-    def remove_label(self, path: str, label: str) -> None:
+    def remove_label(self, path: str, label: str, audited: Audited | None = None) -> None:
         path = _path(path)
         with self.store.transaction() as s:
             row = s.scalar(select(LabelDefinition).where(LabelDefinition.name == label))
@@ -317,6 +344,8 @@ class Policy:
                 raise PolicyError(f"'{path or '/'}' has no label {label!r} of its own")
             s.delete(found)
             self._changed(s)
+            if audited:
+                audited.record(s, "label.remove", path, label=label)
         self.on_change()
 
     def labels_on(self, path: str) -> list[LabelInfo]:
@@ -377,7 +406,12 @@ class Policy:
     # -- share links ------------------------------------------------------------
 
     def create_link(
-        self, path: str, level: str, expires_at: dt.datetime | None = None, by: str | None = None
+        self,
+        path: str,
+        level: str,
+        expires_at: dt.datetime | None = None,
+        by: str | None = None,
+        audited: Audited | None = None,
     ) -> tuple[LinkInfo, str]:
         """A new link; its token is returned this once and stored only hashed."""
         path = _path(path)
@@ -412,6 +446,8 @@ class Policy:
             s.flush()
             self._changed(s)
             info = self._link_info(row)
+            if audited:
+                audited.record(s, "link.create", path, link=link_id, level=level)
         self.on_change()
         return info, token
 
@@ -421,7 +457,7 @@ class Policy:
             row.id, row.path, row.level, row.expires_at, row.revoked_at, row.created_by, row.created
         )
 
-    def revoke_link(self, link_id: str) -> LinkInfo:
+    def revoke_link(self, link_id: str, audited: Audited | None = None) -> LinkInfo:
         with self.store.transaction() as s:
             row = s.get(ShareLink, link_id)
             if row is None:
@@ -432,6 +468,8 @@ class Policy:
             s.execute(delete(LoginSession).where(LoginSession.link_id == link_id))
             self._changed(s)
             info = self._link_info(row)
+            if audited:
+                audited.record(s, "link.revoke", info.path, link=link_id)
         self.on_change()
         return info
 
