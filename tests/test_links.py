@@ -128,10 +128,15 @@ async def test_bad_link_input_is_400(jp_fetch, people):
     assert code == 409 and "already past" in data["message"]
 
 
-async def test_opening_a_link_signs_in_a_guest_of_that_path_only(jp_fetch, jp_base_url, warden, people, jp_root_dir):
+async def test_opening_a_link_signs_in_a_guest_of_that_path_only(
+    jp_fetch, jp_base_url, jp_http_port, warden, people, jp_root_dir
+):
+    import nbformat
+
     (jp_root_dir / "course").mkdir()
-    (jp_root_dir / "course" / "lecture.ipynb").write_text("{}")
-    (jp_root_dir / "course" / "answers.ipynb").write_text("{}")
+    notebook = nbformat.writes(nbformat.v4.new_notebook())
+    (jp_root_dir / "course" / "lecture.ipynb").write_text(notebook)
+    (jp_root_dir / "course" / "answers.ipynb").write_text(notebook)
     _, link = await make_link(jp_fetch, people["alice"], level="read-run")
     guest = Browser(jp_fetch)
     opened = await guest.request("warden", "link", link["token"])
@@ -164,6 +169,23 @@ async def test_opening_a_link_signs_in_a_guest_of_that_path_only(jp_fetch, jp_ba
     response = await guest.request("api", "warden", "audit", params={"path": "course/lecture.ipynb"})
     assert response.code == 403
     assert actions(warden, "auth.link_opened") == [(f"link:{link['id']}", "allow")]
+
+    # Through the contents channels too: the one path, read only; nothing else.
+    got = await guest.request("api", "contents", "course", "lecture.ipynb")
+    assert got.code == 200 and json.loads(got.body)["writable"] is False
+    # /files wants a same-site Referer from cookie-authenticated browsers (XSSI).
+    same_site = {"Referer": f"http://127.0.0.1:{jp_http_port}/lab"}
+    assert (await guest.request("files", "course", "lecture.ipynb", headers=same_site)).code == 200
+    for parts in (("api", "contents", "course", "answers.ipynb"), ("files", "course", "answers.ipynb")):
+        assert (await guest.request(*parts, headers=same_site)).code == 404
+    listing = json.loads((await guest.request("api", "contents", "course")).body)
+    assert [e["name"] for e in listing["content"]] == ["lecture.ipynb"]
+    save = await guest.request(
+        "api", "contents", "course", "lecture.ipynb", method="PUT", headers=xsrf,
+        body=json.dumps({"type": "file", "format": "text", "content": "defaced"}),
+    )
+    assert save.code == 403
+    assert (jp_root_dir / "course" / "lecture.ipynb").read_text() == notebook
 
 
 async def test_a_revoked_link_stops_its_guests_at_once_and_opens_nothing(jp_fetch, warden, people):
