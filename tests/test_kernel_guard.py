@@ -191,6 +191,7 @@ async def test_messages_checked_one_by_one(jp_fetch, connect, warden, people, pr
     before = len(records(warden, "kernel.message", "alice"))
     await alice.send("shell", "evil_request")
     await alice.send("shell", "interrupt_request")
+    await alice.send("iopub", "execute_request", {"code": "1"})
     assert (await alice.execute("1"))[0]["content"]["status"] == "ok"
     drops = records(warden, "kernel.message", "alice")[before:]
     assert drops and drops[0].outcome == "deny" and "evil_request" in drops[0].reason
@@ -310,6 +311,14 @@ async def test_share_then_revoke_mid_connection(jp_fetch, connect, warden, peopl
     assert records(warden, "kernel.disconnect", "gina")[-1].outcome == "deny"
     assert await refused(connect, kernel, people["gina"], protocol) == 404
     assert (await alice_api(*shares, method="DELETE", params={"user": "gina"})).code == 404
+
+    # Shares end with the kernel: stopping it drops them and closes the shared connection.
+    assert (await alice_api(*shares, method="POST", body={"user": "gina"})).code == 201
+    gina = await connect(kernel, people["gina"], protocol)
+    assert (await gina.execute("1"))[0]["content"]["status"] == "ok"
+    assert (await alice_api("api", "kernels", kernel, method="DELETE")).code == 204
+    code, _reason = await gina.wait_closed()
+    assert warden.kernel_shares.users(kernel) == []
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -82,7 +82,9 @@ def kernel_decision(warden, kernel_manager, session_manager, actor: Actor, kerne
     paths = run_paths(session_manager, kernel_id)
     if actor.admin:
         return KernelDecision(True, f"{actor.name} is a server admin", paths)
-    if kernel_id not in kernel_manager or not may_use_kernel(kernel_manager, actor, kernel_id):
+    if kernel_id not in kernel_manager:
+        return KernelDecision(False, f"kernel {kernel_id} is not running", paths, hidden=True)
+    if not may_use_kernel(kernel_manager, actor, kernel_id):
         return KernelDecision(False, f"kernel {kernel_id} is not yours and not shared with you",
                               paths, hidden=True)
     if not paths:
@@ -327,8 +329,9 @@ class KernelChannelGuard:
         if channel != "iopub" or header.get("msg_type") == "status":
             return None
         parent_id = parent.get("msg_id")
-        if not isinstance(parent_id, str):
-            parent_id = ""
+        if not isinstance(parent_id, str) or not parent_id:
+            # Output of no execution (e.g. a thread printing later): only the per-message cap.
+            return self._message_cap(size)
         execution = self._remember(parent_id)
         if execution.get("cut"):
             return ""
@@ -339,10 +342,15 @@ class KernelChannelGuard:
                         details={"msg_id": parent_id}, rate_limited=True)
             return (f"[jupyter-warden] Output cut: this execution's output passed the limit of "
                     f"{limit} bytes; the rest is not shown (c.Warden.kernel_max_output_bytes).")
+        notice = self._message_cap(size)
+        if notice is None:
+            execution["output"] = total
+        return notice
+
+    def _message_cap(self, size: int) -> str | None:
         if size > self.warden.kernel_max_message_bytes:
             return (f"[jupyter-warden] Output cut: one output message of {size} bytes is over the "
                     f"limit of {self.warden.kernel_max_message_bytes} (c.Warden.kernel_max_message_bytes).")
-        execution["output"] = total
         return None
 
     def _notice(self, text: str, parent: dict) -> None:
