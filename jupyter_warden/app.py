@@ -25,6 +25,8 @@ from .identity.throttle import SignInThrottle
 from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
 from .enforce.authorizer import GuardedIdentityProvider, WardenAuthorizer
 from .enforce.contents import hiding_contents_manager
+from .enforce.kernel_channels import GuardedGatewayConnection, GuardedZMQChannelsConnection, KernelConnections
+from .enforce.kernel_shares import KernelShares
 from .enforce.sessions import owning_kernel_manager, owning_session_manager
 from .handlers import warden_handlers
 
@@ -159,6 +161,58 @@ class Warden(ExtensionApp):
         only for servers whose users are all trusted. Default: admins only.""",
     ).tag(config=True)
 
+    audit_code = Bool(
+        False,
+        help="""Put the text of every executed cell into its `kernel.execute` audit
+        record. Off by default: the record then holds only the code's sha256.
+        The code can hold secrets typed by users.""",
+    ).tag(config=True)
+
+    kernel_max_message_bytes = Int(
+        4 * 1024 * 1024,
+        help="""The largest output message (IOPub) a kernel websocket passes to the
+        browser, in bytes. A bigger one is replaced by a short notice saying it was cut.""",
+    ).tag(config=True)
+
+    kernel_max_output_bytes = Int(
+        64 * 1024 * 1024,
+        help="""The most output (IOPub bytes) one execution may send to one kernel
+        websocket. Past it, the rest of that execution's output is replaced by one
+        notice; its status and reply still arrive.""",
+    ).tag(config=True)
+
+    kernel_max_incoming_bytes = Int(
+        10 * 1024 * 1024,
+        help="""The largest message a client may send on a kernel websocket, in
+        bytes; a bigger one is dropped and audited.""",
+    ).tag(config=True)
+
+    kernel_message_rate = Float(
+        100.0,
+        help="""Messages per second a client may send on one kernel websocket, on
+        average (a token bucket). Excess messages are refused, with an error reply
+        and an audit record.""",
+    ).tag(config=True)
+
+    kernel_message_burst = Int(
+        1000,
+        help="""How many messages a client may send on one kernel websocket at
+        once, above the rate (e.g. 'Run all' on a long notebook).""",
+    ).tag(config=True)
+
+    kernel_recheck_interval = Float(
+        0.25,
+        help="""Seconds between re-checks of every open kernel websocket. A user who
+        lost run on the notebook, or a kernel share, is disconnected within about
+        this time plus the policy poll interval.""",
+    ).tag(config=True)
+
+    kernel_identity_recheck_interval = Float(
+        0.75,
+        help="""Seconds between re-checks, on each open kernel websocket, that its
+        sign-in (token, browser session or account) is still valid.""",
+    ).tag(config=True)
+
     # -- derived ------------------------------------------------------------
 
     @property
@@ -211,6 +265,10 @@ class Warden(ExtensionApp):
 
             serverapp.gateway_config = GatewayClient.instance(parent=serverapp)
         serverapp.kernel_manager_class = owning_kernel_manager(serverapp.kernel_manager_class)
+        if serverapp.gateway_config.gateway_enabled:
+            serverapp.kernel_websocket_connection_class = GuardedGatewayConnection
+        else:
+            serverapp.kernel_websocket_connection_class = GuardedZMQChannelsConnection
         serverapp.session_manager_class = owning_session_manager(serverapp.session_manager_class)
 
     def initialize_settings(self):
@@ -231,6 +289,10 @@ class Warden(ExtensionApp):
             base_delay=self.signin_base_delay,
             max_delay=self.signin_max_delay,
         )
+        self.kernel_shares = KernelShares(self.serverapp.kernel_manager)
+        self.serverapp.kernel_manager.warden_shares = self.kernel_shares
+        self.kernel_connections = KernelConnections(self.kernel_recheck_interval)
+        self.kernel_shares.on_revoke.append(self.kernel_connections.recheck)
         self.settings["warden"] = self
         self.log.info(
             "jupyter-warden: state in %s, store %s, identity mode %r",
@@ -249,6 +311,9 @@ class Warden(ExtensionApp):
         raise SystemExit(f"jupyter-warden: {reason}")
 
     async def stop_extension(self):
+        connections = getattr(self, "kernel_connections", None)
+        if connections is not None:
+            connections.stop()
         store = getattr(self, "store", None)
         if store is not None:
             store.dispose()

@@ -18,6 +18,17 @@ AUDIT_EVENTS: dict[str, str] = {
     "contents.manage": "Manage a path: share it, label it, read its audit records.",
     "server.admin": "An admin-only request (terminals, server shutdown, unknown handlers).",
     "request.denied": "A request refused before it reached the policy (unknown handler or resource).",
+    # kernel channels (docs/kernels.md)
+    "kernel.connect": "A kernel websocket was opened (allow) or refused before the upgrade (deny).",
+    "kernel.disconnect": "The warden closed an open kernel websocket: its user lost run, the share or the sign-in.",
+    "kernel.message": "A kernel message needing more than run was let through, or any message was refused "
+                      "or dropped (not allowed, unknown, malformed, oversized, over the rate limit); "
+                      "at most one drop record a second per connection.",
+    "kernel.execute": "Code was sent to a kernel: its sha256, and its text with c.Warden.audit_code.",
+    "kernel.execute_reply": "The outcome (ok, error, aborted) of an execution, from the kernel's reply.",
+    "kernel.output_cut": "An execution's output passed c.Warden.kernel_max_output_bytes and was cut.",
+    "kernel.share": "A kernel's owner let another user run code in it, as the owner.",
+    "kernel.unshare": "A kernel share was taken back; that user's connections were closed.",
     # policy changes
     "grant.create": "A grant was made or changed.",
     "grant.revoke": "A grant was taken back.",

@@ -20,8 +20,9 @@ What each surface requires (docs/enforcement.md has the same table):
 - kernels: POST /api/kernels (a kernel with no notebook) is for admins only:
   JupyterLab starts kernels through sessions, and a bare kernel has no path
   the policy could speak about. GET, interrupt, restart, delete of a kernel:
-  its owner, or ``manage`` on a notebook it runs for; the websocket: its
-  owner. The lists are filtered by the session and kernel managers.
+  its owner, or ``manage`` on a notebook it runs for (GET also: a user it
+  is shared with); the websocket: ``kernel_decision`` (own or shared kernel,
+  and ``run`` on its notebooks; docs/kernels.md). The lists are filtered by the session and kernel managers.
 - terminals, server shutdown, events, config writes, /api/resolvePath and
   any resource or handler not named here: admins, unless allow-listed.
 
@@ -42,6 +43,8 @@ from jupyter_server.auth.authorizer import Authorizer
 from tornado import web
 
 from ..names import name_key
+from .kernel_channels import kernel_decision
+from .kernel_shares import may_use_kernel
 from ..policy.engine import Actor, Decision
 from ..policy.paths import BadPath, normalize_path
 from ..identity.provider import WardenIdentityProvider
@@ -349,9 +352,8 @@ def _sessions(request: _Request, action: str) -> bool:
     kernel_id = kernel.get("id") if isinstance(kernel, dict) else None
     if kernel_id is not None and not isinstance(kernel_id, str):
         raise web.HTTPError(400, "kernel.id must be a string")
-    if kernel_id and kernel_id in handler.kernel_manager and not request.actor.admin:
-        owner_of = getattr(handler.kernel_manager, "owner_of", None)
-        if owner_of is None or owner_of(kernel_id) != request.actor.subject:
+    if kernel_id and kernel_id in handler.kernel_manager:
+        if not may_use_kernel(handler.kernel_manager, request.actor, kernel_id):
             request.refuse(403, f"kernel {kernel_id} belongs to someone else; "
                                 "leave kernel.id out to start your own")
     # Which sessions and kernels are the user's own: the session manager.
@@ -365,17 +367,38 @@ def _kernels(request: _Request, action: str) -> bool:
         if action == "read":
             return True  # the list, filtered by the kernel manager
         return _admin_only(request, "starting a kernel without a notebook (use a session)")
+    km = handler.kernel_manager
+    if action == "execute":
+        return _kernel_websocket(request, kernel_id)
     if request.actor.admin:
         return True
-    km = handler.kernel_manager
     owner_of = getattr(km, "owner_of", None)
     if owner_of is None:
         return _admin_only(request, "kernels (this kernel manager records no owners)")
     if owner_of(kernel_id) == request.actor.subject:
         return True
+    if action == "read" and may_use_kernel(km, request.actor, kernel_id):
+        return True  # a kernel shared with them: its model, not its restart or deletion
     if action == "write" and _manages_a_notebook_of(request, kernel_id):
         return True
     request.refuse(404, f"Kernel does not exist: {kernel_id}")
+
+
+def _kernel_websocket(request: _Request, kernel_id: str) -> bool:
+    """The kernel's channels: the guard's own question (enforce/kernel_channels.py), before the upgrade."""
+    handler = request.handler
+    decision = kernel_decision(request.warden, handler.kernel_manager, handler.session_manager,
+                               request.actor, kernel_id)
+    path = decision.paths[0] if decision.paths else None
+    details = {"kernel": kernel_id, **({"paths": list(decision.paths)} if len(decision.paths) > 1 else {})}
+    request.audit("kernel.connect", "allow" if decision.allowed else "deny", path=path,
+                  reason=decision.reason, details=details)
+    if decision.allowed:
+        return True
+    if decision.hidden:
+        raise web.HTTPError(404, f"Kernel does not exist: {kernel_id}")
+    raise web.HTTPError(403, f"{request.actor.name} may not use kernel {kernel_id}: {decision.reason}. "
+                             "Ask someone who manages the notebook for read-run access.")
 
 
 def _manages_a_notebook_of(request: _Request, kernel_id: str) -> bool:

@@ -5,7 +5,8 @@ POSTs that path, and lists every kernel and session to everyone. Here each
 kernel records its owner (the policy subject, ``user:KEY`` or ``link:ID``)
 when it starts, in this server process where the kernels live; sessions
 are keyed by (path, owner); lists show each user only their own (admins see
-all); a session can't be created on, or repointed to, someone else's kernel.
+all, and a user sees kernels shared with them); a session can't be created
+on, or repointed to, someone else's kernel unless it is shared with them.
 ``owner_of(kernel_id)`` on the kernel manager is the API other guards use.
 """
 
@@ -15,6 +16,7 @@ from jupyter_server.base.call_context import CallContext
 from tornado import web
 
 from ..policy.engine import Actor
+from .kernel_shares import may_use_kernel
 
 
 def _requester() -> Actor | None:
@@ -37,7 +39,7 @@ def owning_kernel_manager(base: type) -> type:
             return self.__dict__.setdefault("_owners", {}).get(kernel_id)
 
         def visible_to(self, actor: Actor | None, kernel_id: str) -> bool:
-            return actor is None or actor.admin or self.owner_of(kernel_id) == actor.subject
+            return actor is None or may_use_kernel(self, actor, kernel_id)
 
         async def start_kernel(self, *args, **kwargs):
             actor = _requester()
@@ -59,7 +61,8 @@ def owning_session_manager(base: type) -> type:
     """A subclass of the configured session manager keyed by (path, owner)."""
 
     class WardenSessionManager(base):
-        def _visible(self, actor: Actor | None, kernel_id: str, own_only: bool = False) -> bool:
+        def _visible(self, actor: Actor | None, kernel_id: str, own_only: bool = False,
+                     shared: bool = False) -> bool:
             if actor is None:
                 return True
             owner_of = getattr(self.kernel_manager, "owner_of", None)
@@ -67,6 +70,8 @@ def owning_session_manager(base: type) -> type:
                 return actor.admin  # fail closed: nobody's kernels can be told apart
             if actor.admin and not own_only:
                 return True
+            if shared:  # listed, and usable for a session; never changed through theirs
+                return may_use_kernel(self.kernel_manager, actor, kernel_id)
             return owner_of(kernel_id) == actor.subject
 
         def paths_of_kernel(self, kernel_id: str) -> list[str]:
@@ -119,13 +124,13 @@ def owning_session_manager(base: type) -> type:
         async def list_sessions(self):
             actor = _requester()
             sessions = await super().list_sessions()
-            return [s for s in sessions if self._visible(actor, s["kernel"]["id"])]
+            return [s for s in sessions if self._visible(actor, s["kernel"]["id"], shared=True)]
 
         def _refuse_foreign_kernel(self, kernel_id) -> None:
             actor = _requester()
             if actor is None or kernel_id is None or kernel_id not in self.kernel_manager:
                 return  # a new kernel will be started at that id, owned by the requester
-            if not self._visible(actor, kernel_id):
+            if not self._visible(actor, kernel_id, shared=True):
                 raise web.HTTPError(
                     403,
                     f"kernel {kernel_id} belongs to someone else; start your own kernel "

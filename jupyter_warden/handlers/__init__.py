@@ -10,6 +10,7 @@ import re
 
 from .audit import AuditHandler
 from .grants import GrantsHandler
+from .kernels import KernelSharesHandler
 from .labels import LabelHandler, LabelsHandler, PathLabelsHandler
 from .links import LinkHandler, LinkSignInHandler, LinksHandler
 from .openapi import OpenAPIHandler
@@ -26,6 +27,7 @@ ROUTES = [
     ("/api/warden/labels/{name}", LabelHandler),
     ("/api/warden/path-labels", PathLabelsHandler),
     ("/api/warden/audit", AuditHandler),
+    ("/api/warden/kernels/{kernel_id}/shares", KernelSharesHandler),
     ("/warden/link/{token}", LinkSignInHandler),
 ]
 

@@ -48,10 +48,27 @@ E400 = _error("Bad input: the message says which field and why.")
 E403 = _error("Signed in, but not allowed: the message names the capability needed.")
 E404 = _error("Not found, or not readable by you (the two are not told apart).")
 E409 = _error("The policy refuses the change, e.g. a label forbids it; the message names the label.")
+KERNEL_ID = {"name": "kernel_id", "in": "path", "required": True, "schema": {"type": "string"}}
 NO_CONTENT = {"description": "Done; no content."}
 
 _time = {"type": "string", "format": "date-time", "nullable": True}
 _SCHEMAS = {
+    "KernelShareUser": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"user": {"type": "string"}},
+        "required": ["user"],
+    },
+    "KernelShares": {
+        "type": "object",
+        "properties": {
+            "kernel": {"type": "string"},
+            "owner": {"type": "string", "description": "The owner's subject, user:KEY"},
+            "users": {"type": "array", "items": {"type": "string"}},
+            "warning": {"type": "string", "description": "On POST: what the share lets the user do."},
+        },
+        "required": ["kernel", "owner", "users"],
+    },
     "Error": {
         "type": "object",
         "properties": {"message": {"type": "string"}, "reason": {"type": "string", "nullable": True}},
@@ -313,6 +330,31 @@ _PATHS = {
                 "400": E400, "403": E403, "404": E404,
             },
         }
+    },
+    "/api/warden/kernels/{kernel_id}/shares": {
+        "get": {
+            "summary": "Who a kernel is shared with. The kernel's owner or an admin.",
+            "parameters": [KERNEL_ID],
+            "responses": {"200": _json(_ref("KernelShares"), "The shares."), "404": E404},
+        },
+        "post": {
+            "summary": "Let a user run code in this kernel AS ITS OWNER. The kernel's owner or an admin.",
+            "description": "The user must have read-write-run on every notebook the kernel runs for. "
+                           "They can then run any code as the owner: read and change everything the "
+                           "kernel can reach, and see its variables. Audited (kernel.share).",
+            "parameters": [KERNEL_ID],
+            "requestBody": _body("KernelShareUser"),
+            "responses": {
+                "201": _json(_ref("KernelShares"), "Shared; `warning` says what it allows."),
+                "400": E400, "404": E404,
+                "409": _error("The user lacks read-write-run on a notebook of the kernel."),
+            },
+        },
+        "delete": {
+            "summary": "Take a share back; the user's open connections to the kernel close at once.",
+            "parameters": [KERNEL_ID, _query("user", "The user's name (or a JSON body {\"user\": NAME}).")],
+            "responses": {"204": NO_CONTENT, "400": E400, "404": E404},
+        },
     },
     "/warden/link/{token}": {
         "get": {
