@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests and the demo need, with apt-get
 # update first, only when one is missing. Run as root, or with sudo at hand.
 set -euo pipefail
-packages=(postgresql chromium)
+packages=(postgresql chromium bubblewrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
