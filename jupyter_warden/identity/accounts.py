@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..names import InvalidName, name_key, normalize_name
+from ..tokens import bearer_state, token_hash
 from ..store import Store, bump_policy_version
 from ..store.models import (
     ApiToken,
@@ -70,16 +70,7 @@ class TokenInfo:
     revoked_at: dt.datetime | None
 
     def state(self, now: dt.datetime | None = None) -> str:
-        now = now or utcnow()
-        if self.revoked_at:
-            return "revoked"
-        if self.expires_at and self.expires_at <= now:
-            return "expired"
-        return "active"
-
-
-def _sha256(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+        return bearer_state(self.revoked_at, self.expires_at, now)
 
 
 def _valid_name(raw: str, kind: str) -> str:
@@ -266,7 +257,7 @@ class Accounts:
         with self.store.transaction() as s:
             user = self._require_user(s, name)
             row = ApiToken(
-                user_id=user.id, token_hash=_sha256(token), expires_at=expires_at, note=note
+                user_id=user.id, token_hash=token_hash(token), expires_at=expires_at, note=note
             )
             s.add(row)
             s.flush()
@@ -296,10 +287,8 @@ class Accounts:
             return None
         now = utcnow()
         with self.store.transaction() as s:
-            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == _sha256(token)))
-            if row is None or row.revoked_at is not None:
-                return None
-            if row.expires_at is not None and row.expires_at <= now:
+            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+            if row is None or bearer_state(row.revoked_at, row.expires_at, now) != "active":
                 return None
             if row.last_used is None or now - row.last_used > _TOKEN_USE_RESOLUTION:
                 row.last_used = now
@@ -321,7 +310,7 @@ class Accounts:
                 LoginSession(
                     user_id=user_id,
                     link_id=link_id,
-                    session_hash=_sha256(value),
+                    session_hash=token_hash(value),
                     expires_at=utcnow() + lifetime,
                     client_address=(address or "")[:64] or None,
                 )
@@ -331,7 +320,7 @@ class Accounts:
     def user_for_session(self, value: str) -> Account | None:
         with self.store.transaction() as s:
             row = s.scalar(
-                select(LoginSession).where(LoginSession.session_hash == _sha256(value))
+                select(LoginSession).where(LoginSession.session_hash == token_hash(value))
             )
             if row is None:
                 return None
@@ -341,7 +330,7 @@ class Accounts:
                 return None
             if row.link_id is not None:
                 link = s.get(ShareLink, row.link_id)
-                if link is None or link.revoked_at or (link.expires_at and link.expires_at <= now):
+                if link is None or bearer_state(link.revoked_at, link.expires_at, now) != "active":
                     s.delete(row)
                     return None
                 return Account.guest(row.link_id)
@@ -349,7 +338,7 @@ class Accounts:
 
     def end_session(self, value: str) -> None:
         with self.store.transaction() as s:
-            s.execute(delete(LoginSession).where(LoginSession.session_hash == _sha256(value)))
+            s.execute(delete(LoginSession).where(LoginSession.session_hash == token_hash(value)))
 
     # -- groups -------------------------------------------------------------
 

@@ -10,7 +10,6 @@ levels must be known, labels must allow it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from sqlalchemy import String, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..names import InvalidName, name_key, normalize_name
+from ..tokens import bearer_state, token_hash
 from ..store import Store, bump_policy_version
 from ..store.models import (
     Grant,
@@ -78,16 +78,7 @@ class LinkInfo:
     created: dt.datetime
 
     def state(self, now: dt.datetime | None = None) -> str:
-        now = now or utcnow()
-        if self.revoked_at:
-            return "revoked"
-        if self.expires_at and self.expires_at <= now:
-            return "expired"
-        return "active"
-
-
-def _sha256(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+        return bearer_state(self.revoked_at, self.expires_at, now)
 
 
 def _ref(g: Grant) -> GrantRef:
@@ -427,7 +418,7 @@ class Policy:
             self._check_label_rules(s, path, f"link:{link_id}")
             row = ShareLink(
                 id=link_id,
-                token_hash=_sha256(token),
+                token_hash=token_hash(token),
                 path=path,
                 level=level,
                 expires_at=expires_at,
@@ -490,7 +481,7 @@ class Policy:
         if not token.startswith(LINK_TOKEN_PREFIX):
             return None
         with self.store.transaction() as s:
-            row = s.scalar(select(ShareLink).where(ShareLink.token_hash == _sha256(token)))
+            row = s.scalar(select(ShareLink).where(ShareLink.token_hash == token_hash(token)))
             if row is None:
                 return None
             info = self._link_info(row)
