@@ -20,7 +20,6 @@ from .audit.log import AuditLog, load_or_create_key
 from .identity.accounts import Accounts
 from .policy import PolicyEngine
 from .policy.changes import Policy
-from .identity.provider import WardenIdentityProvider
 from .identity.throttle import SignInThrottle
 from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
 from .enforce.authorizer import GuardedIdentityProvider, WardenAuthorizer

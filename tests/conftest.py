@@ -45,6 +45,18 @@ def warden_state(tmp_path):
 
 
 @pytest.fixture
+def store(warden_db_url, warden_state):
+    """The store of a test with no server: migrated to head, disposed after."""
+    from jupyter_warden.store import Store, ensure_state_dir
+
+    ensure_state_dir(warden_state)
+    s = Store(warden_db_url)
+    s.upgrade()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
 def warden_config():
     """Extra c.Warden settings for one test; override in a test module."""
     return {}

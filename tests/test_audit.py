@@ -12,15 +12,6 @@ from jupyter_warden.store import Store, ensure_state_dir
 
 
 @pytest.fixture
-def store(warden_db_url, warden_state):
-    ensure_state_dir(warden_state)
-    s = Store(warden_db_url)
-    s.upgrade()
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
 def log(store, warden_state):
     audit = AuditLog(store, load_or_create_key(warden_state))
     for i in range(6):

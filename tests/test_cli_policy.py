@@ -27,7 +27,6 @@ from jupyter_warden.cli import main
 from jupyter_warden.identity.accounts import Accounts
 from jupyter_warden.policy.changes import Policy
 from jupyter_warden.policy.engine import Actor, PolicyEngine
-from jupyter_warden.store import Store, ensure_state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 ME = f"cli:{getpass.getuser()}"
@@ -36,15 +35,6 @@ ME = f"cli:{getpass.getuser()}"
 @pytest.fixture
 def state(tmp_path):
     return tmp_path / "state"
-
-
-@pytest.fixture
-def store(state, warden_db_url):
-    ensure_state_dir(state)
-    store = Store(warden_db_url)
-    store.upgrade()
-    yield store
-    store.dispose()
 
 
 @pytest.fixture

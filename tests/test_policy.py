@@ -11,17 +11,7 @@ from jupyter_warden.identity.accounts import Accounts
 from jupyter_warden.policy import Actor, PolicyEngine
 from jupyter_warden.policy.changes import Policy, PolicyError
 from jupyter_warden.policy.levels import LEVELS
-from jupyter_warden.store import Store, ensure_state_dir
 from jupyter_warden.store.models import utcnow
-
-
-@pytest.fixture
-def store(warden_db_url, warden_state):
-    ensure_state_dir(warden_state)
-    s = Store(warden_db_url)
-    s.upgrade()
-    yield s
-    s.dispose()
 
 
 @pytest.fixture
