@@ -225,3 +225,29 @@ class TestStateUnderRoot:
         assert delete.code == 404
         assert not (jp_root_dir / "warden-state" / "evil.txt").exists()
         assert (jp_root_dir / "notes.txt").exists()
+
+
+async def test_a_locked_database_refuses_a_sign_in_with_503(jp_fetch, warden, make_user):
+    import sqlite3
+
+    from conftest import Browser
+
+    if warden.store.engine.dialect.name != "sqlite":
+        # PostgreSQL has no whole-database write lock; the unreachable case above covers it.
+        pytest.skip("a whole-database lock is SQLite's")
+    make_user("bob", password="bob-password")
+    browser = Browser(jp_fetch)
+    await browser.request("login")
+    locker = sqlite3.connect(warden.store.engine.url.database, timeout=1)
+    locker.execute("BEGIN IMMEDIATE")  # holds the write lock, as a stuck process would
+    try:
+        response = await browser.sign_in("bob", "bob-password")
+    finally:
+        locker.rollback()
+        locker.close()
+    assert response.code == 503
+    assert b"be used right now" in response.body
+    assert not any(c.startswith("warden-session-") for c in browser.cookies)
+    # Nothing half-written: once the lock is gone, the chain verifies and sign-in works.
+    assert warden.audit.verify().ok
+    assert (await Browser(jp_fetch).sign_in("bob", "bob-password")).code == 302
