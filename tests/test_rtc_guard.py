@@ -29,8 +29,10 @@ def server_extensions():
 
 
 @pytest.fixture
-def extra_server_config():
-    return {"YDocExtension": {"document_save_delay": 0.1, "document_cleanup_delay": 0.5}}
+def extra_server_config(tmp_path):
+    # The Y store keeps every document's history: outside the served root (and the cwd).
+    return {"YDocExtension": {"document_save_delay": 0.1, "document_cleanup_delay": 0.5},
+            "SQLiteYStore": {"db_path": str(tmp_path / "ystore.db")}}
 
 
 @pytest.fixture
@@ -129,7 +131,7 @@ def room(jp_fetch, jp_http_port, jp_base_url, people):
             sid = data["sessionId"]
         else:
             sid = ""
-        url = f"ws://localhost:{jp_http_port}{jp_base_url}api/collaboration/room/{room_id}?sessionId={sid}"
+        url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}api/collaboration/room/{room_id}?sessionId={sid}"
         ws = await websocket_connect(HTTPRequest(url, headers=headers))
         client = YClient(ws)
         client.room_id = room_id
@@ -286,18 +288,21 @@ async def test_a_time_window_opens_and_closes_write_mid_session(room, warden, jp
     alice = await room("alice")
     bob = await room("bob")
     await until(lambda: str(bob.text) == "hello")
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = dt.datetime.now(dt.timezone.utc)
     warden.policy.grant(PATH, "user:bob", "read-write",
                         not_before=now + dt.timedelta(seconds=1), not_after=now + dt.timedelta(seconds=2.5))
-    await bob.edit(lambda text: text.insert(0, "A"))  # before the window
-    await asyncio.sleep(1.6)  # the window opened (plus the recheck)
+    await bob.edit(lambda text: text.insert(0, "A"))  # before the window: dropped
+    await asyncio.sleep(0.6)
+    assert str(alice.text) == "hello"
+    await asyncio.sleep(1.0)  # the window opened (plus the recheck)
     await bob.edit(lambda text: text.insert(len(text), "B"))
-    await until(lambda: str(alice.text).endswith("B"))
+    # On gaining write the server asks bob's client for what it lacks: A comes along with B.
+    await until(lambda: str(alice.text) == "AhelloB")
     await asyncio.sleep(1.6)  # the window closed
     await bob.edit(lambda text: text.insert(len(text), "C"))
     await alice.edit(lambda text: text.insert(0, "-"))
     await until(lambda: str(bob.text).startswith("-"))
-    assert str(alice.text) == "-helloB"  # A (before) and C (after) never arrived
+    assert str(alice.text) == "-AhelloB"  # C (after the window) never arrived
     modes = [r.outcome for r in warden.audit.tail(200) if r.action == "document.access" and r.actor == "bob"]
     assert modes == ["allow", "deny"]
 
@@ -326,7 +331,10 @@ async def test_a_link_follower_sees_live_edits_and_cannot_write(room, warden, jp
     guest = Browser(jp_fetch)
     opened = await guest.request("warden", "link", token)
     assert opened.code in (200, 302), opened.code
-    cookies = {"Authorization": "", "Cookie": "; ".join(f"{k}={v}" for k, v in guest.cookies.items())}
+    await guest.request("lab")  # (a page: it sets the _xsrf cookie a browser echoes on PUT)
+    assert "_xsrf" in guest.cookies, guest.cookies
+    cookies = {"Authorization": "", "Cookie": "; ".join(f"{k}={v}" for k, v in guest.cookies.items()),
+               "X-XSRFToken": guest.cookies.get("_xsrf", "")}
     alice = await room("alice")
     follower = await room(cookies)
     await until(lambda: str(follower.text) == "hello")

@@ -17,6 +17,7 @@ import time
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server_ydoc.handlers import FORK_ROOMS, TimelineHandler, YDocWebSocketHandler
 from jupyter_server_ydoc.utils import room_id_from_encoded_path
+from pycrdt import create_sync_message
 from tornado import web
 
 from ..policy.engine import Actor
@@ -198,6 +199,11 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
         if may_write != self.may_write:
             self.may_write = may_write
             self._audit("document.access", "allow" if may_write else "deny", reason=self._mode())
+            if may_write and self.room is not None:
+                # The client's edits from its read-only time were dropped, and Y
+                # applies a client's edits only in order: ask it (sync step 1) for
+                # all it has that the room lacks, or its next edits would wait forever.
+                self.write_message(create_sync_message(self.room.ydoc), binary=True)
 
     def close_for(self, reason: str) -> None:
         self.closing = True
