@@ -212,6 +212,14 @@ class Warden(ExtensionApp):
         sign-in (token, browser session or account) is still valid.""",
     ).tag(config=True)
 
+    document_recheck_interval = Float(
+        0.25,
+        help="""Seconds between re-checks of every open collaboration (document)
+        websocket. A user who lost read is disconnected, and one who lost or
+        gained write turns read-only or read-write, within about this time plus
+        the policy poll interval.""",
+    ).tag(config=True)
+
     # -- derived ------------------------------------------------------------
 
     @property
@@ -292,6 +300,8 @@ class Warden(ExtensionApp):
         self.serverapp.kernel_manager.warden_shares = self.kernel_shares
         self.kernel_connections = KernelConnections(self.kernel_recheck_interval)
         self.kernel_shares.on_revoke.append(self.kernel_connections.recheck)
+        # The same registry and timer, for collaboration websockets (enforce/rtc.py).
+        self.document_connections = KernelConnections(self.document_recheck_interval)
         self.settings["warden"] = self
         self.log.info(
             "jupyter-warden: state in %s, store %s, identity mode %r",
@@ -302,6 +312,23 @@ class Warden(ExtensionApp):
 
     def initialize_handlers(self):
         self.handlers.extend(warden_handlers())
+        self._guard_collaboration()
+
+    def _guard_collaboration(self):
+        """Swap jupyter-collaboration's document websocket for the guarded one, if it is loaded.
+
+        Extensions load in name order, so jupyter_server_ydoc's routes exist by now.
+        Had it loaded later, its stock handler would stay, refused to all but admins.
+        """
+        try:
+            from .enforce.rtc import install_guarded_handlers
+        except ImportError:
+            return  # jupyter-collaboration is not installed
+        if install_guarded_handlers(self.serverapp.web_app):
+            self.log.info("jupyter-warden: real-time collaboration is guarded")
+        elif "jupyter_server_ydoc" in self.serverapp.extension_manager.extensions:
+            self.log.warning("jupyter-warden: real-time collaboration's handlers were not found; "
+                             "they stay for server admins only")
 
     def _refuse(self, reason: str):
         # Extension errors are otherwise logged and skipped; a server that
@@ -310,9 +337,10 @@ class Warden(ExtensionApp):
         raise SystemExit(f"jupyter-warden: {reason}")
 
     async def stop_extension(self):
-        connections = getattr(self, "kernel_connections", None)
-        if connections is not None:
-            connections.stop()
+        for registry in ("kernel_connections", "document_connections"):
+            connections = getattr(self, registry, None)
+            if connections is not None:
+                connections.stop()
         store = getattr(self, "store", None)
         if store is not None:
             store.dispose()

@@ -63,9 +63,24 @@ def warden_config():
 
 
 @pytest.fixture
-def jp_server_config(warden_state, warden_db_url, warden_config):
+def server_extensions():
+    """The server extensions loaded beside the warden. pytest-jupyter hides the
+    environment's config, so real-time collaboration (installed) is off unless a
+    test module adds jupyter_server_fileid and jupyter_server_ydoc here."""
+    return {"jupyter_warden": True, "jupyterlab": True}
+
+
+@pytest.fixture
+def extra_server_config():
+    """Other classes' settings for one test module (e.g. YDocExtension)."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(warden_state, warden_db_url, warden_config, server_extensions, extra_server_config):
     return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_warden": True, "jupyterlab": True}},
+        **extra_server_config,
+        "ServerApp": {"jpserver_extensions": server_extensions},
         "Warden": {"state_dir": str(warden_state), "db_url": warden_db_url, **warden_config},
     }
 

@@ -29,6 +29,14 @@ AUDIT_EVENTS: dict[str, str] = {
     "kernel.output_cut": "An execution's output passed c.Warden.kernel_max_output_bytes and was cut.",
     "kernel.share": "A kernel's owner let another user run code in it, as the owner.",
     "kernel.unshare": "A kernel share was taken back; that user's connections were closed.",
+    # real-time collaboration (docs/collaboration.md)
+    "document.connect": "A collaboration (document) websocket was opened, read-only or read-write.",
+    "document.access": "An open document websocket turned read-only (deny) or read-write (allow) "
+                       "as its user lost or gained write.",
+    "document.disconnect": "The warden closed an open document websocket: its user lost read or the sign-in.",
+    "document.message": "A message on a document websocket was dropped: a change or save without write, "
+                        "forged awareness, or a malformed or unknown message; at most one record a second "
+                        "per connection.",
     # policy changes
     "grant.create": "A grant was made or changed.",
     "grant.revoke": "A grant was taken back.",

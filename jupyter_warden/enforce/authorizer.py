@@ -105,7 +105,7 @@ SELF_AUTHORIZING_HANDLERS = frozenset(
 _IDENTITY_HANDLER = "jupyter_server.services.api.handlers.IdentityHandler"
 
 # Contents-resource handlers whose path the warden knows how to find; any
-# other (e.g. real-time collaboration, until its guard lands) is admin-only.
+# other (another extension's) is admin-only.
 _PATH_HANDLERS = frozenset(
     {
         "jupyter_server.files.handlers.FilesHandler",
@@ -116,6 +116,18 @@ _PATH_HANDLERS = frozenset(
     }
 )
 _CONTENTS_HANDLER = "jupyter_server.services.contents.handlers.ContentsHandler"
+
+# Real-time collaboration (jupyter_server_ydoc), decided in _collaboration below.
+# The stock document websocket is not here: the warden swaps in its guarded
+# subclass (enforce/rtc.py); should that not happen, the stock one stays admin-only.
+_ROOM_HANDLER = "jupyter_warden.enforce.rtc.GuardedDocumentHandler"
+_SESSION_HANDLER = "jupyter_server_ydoc.handlers.DocSessionHandler"
+_TIMELINE_HANDLER = "jupyter_warden.enforce.rtc.GuardedTimelineHandler"
+_UNDO_REDO_HANDLER = "jupyter_server_ydoc.handlers.UndoRedoHandler"
+_FORK_HANDLER = "jupyter_server_ydoc.handlers.DocForkHandler"
+_COLLABORATION_HANDLERS = frozenset(
+    {_ROOM_HANDLER, _SESSION_HANDLER, _TIMELINE_HANDLER, _UNDO_REDO_HANDLER, _FORK_HANDLER}
+)
 
 
 def class_name(cls: type) -> str:
@@ -278,6 +290,8 @@ def _contents(request: _Request, action: str) -> bool:
     handler = request.handler
     name = class_name(type(handler))
     method = handler.request.method
+    if name in _COLLABORATION_HANDLERS:
+        return _collaboration(request, name, method)
     raw = handler.path_kwargs.get("path")
     if raw is None and handler.path_args:
         raw = handler.path_args[0]  # /files/<path>
@@ -317,6 +331,74 @@ def _contents(request: _Request, action: str) -> bool:
     else:
         request.refuse(405, f"{method} is not a contents operation")
     return True
+
+
+def _collaboration(request: _Request, name: str, method: str) -> bool:
+    """Real-time collaboration: what each endpoint needs, on the file its room edits.
+
+    - the document websocket: ``read`` (checked at sign-in, see _document_room);
+      each message's needs are in rtc.MESSAGE_RULES;
+    - PUT session/<path>: ``read`` on an existing file (it only looks up, or makes,
+      the file's id: a reader may open a file, nobody may create one here);
+    - GET timeline/<path>: ``read`` (it returns the document's history);
+    - PUT undo_redo/<room>: ``write``, and its forkRoom must be that room's timeline;
+    - fork/<room>: GET ``read``, PUT (fork) ``write``; DELETE fork/<fork>, with or
+      without a merge: ``write`` on the fork's root document.
+    """
+    from . import rtc
+
+    handler = request.handler
+    if name == _ROOM_HANDLER:
+        return handler.warden_room_checked
+    raw = handler.path_args[0] if handler.path_args else ""
+    if name in (_SESSION_HANDLER, _TIMELINE_HANDLER):
+        path = request.policy_path(raw)
+        request.require("read", path)
+        if name == _SESSION_HANDLER:
+            body = request.body()
+            if not isinstance(body.get("format"), str) or not isinstance(body.get("type"), str):
+                raise web.HTTPError(400, 'a session needs {"format": ..., "type": ...} in the body')
+            if not os.path.isfile(handler.contents_manager._get_os_path(path)):
+                raise _not_found(path)
+        elif not (handler.get_query_argument("format", None) and handler.get_query_argument("type", None)):
+            raise web.HTTPError(400, "the timeline needs ?format=...&type=...")
+        return True
+    if name == _FORK_HANDLER and method == "DELETE":
+        fork = rtc.FORK_ROOMS.get(raw)
+        raw = fork["root_roomid"] if fork else None
+    path = rtc.room_path(handler.settings, raw) if raw is not None else None
+    if path is None:
+        if request.actor.admin:
+            return True
+        raise web.HTTPError(404, "No such collaboration room")
+    if name == _UNDO_REDO_HANDLER:
+        fork = handler.get_query_argument("forkRoom", None)
+        if rtc.TIMELINE_FORKS.get(fork) != raw:
+            raise web.HTTPError(404, "No such timeline for this room")
+        request.require("write", path)
+    elif name == _FORK_HANDLER:
+        request.require("read" if method == "GET" else "write", path)
+    else:
+        return _admin_or_allow_listed(request, "write", "contents")
+    return True
+
+
+def _document_room(request: _Request) -> None:
+    """The document websocket, at sign-in: ``read`` on the room's file, before prepare() loads it.
+
+    A room that edits no file (the server-wide awareness room, where everyone's
+    open documents show) is for admins only.
+    """
+    from . import rtc
+
+    handler = request.handler
+    path = rtc.room_path(handler.settings, rtc.room_of(handler))
+    if path is None and not request.actor.admin:
+        request.refuse(404, "No such document: this collaboration room edits no file you may read")
+    if path is not None:
+        request.require("read", path)
+    handler.warden_path = path
+    handler.warden_room_checked = True
 
 
 def _read_or_traverse(request: _Request, path: str) -> None:
@@ -470,6 +552,15 @@ class GuardedIdentityProvider(WardenIdentityProvider):
         method = handler.request.method
         if name in _PER_USER:
             _PER_USER[name](handler, account)
+        if name == _ROOM_HANDLER:
+            try:
+                _document_room(_Request(handler, handler.settings["warden"], account, Actor.for_account(account)))
+            except StoreUnavailable as e:
+                handler.current_user = None
+                raise web.HTTPError(503, f"access can't be checked right now: {e}") from None
+            except web.HTTPError:
+                handler.current_user = None
+                raise
         if account.admin or method == "OPTIONS" or cls.__module__.startswith("jupyter_warden."):
             return  # (the warden's own handlers check for themselves)
         warden = handler.settings["warden"]
@@ -502,7 +593,8 @@ def _refused_early(warden, handler, name: str) -> bool:
     resource = getattr(handler, "auth_resource", None)
     allow_listed = any(r == resource or r.startswith(f"{resource}:") for r in warden.signed_in_resources)
     if resource == "contents":
-        return name not in _PATH_HANDLERS and name != _CONTENTS_HANDLER and not allow_listed
+        known = name in _PATH_HANDLERS or name in _COLLABORATION_HANDLERS or name == _CONTENTS_HANDLER
+        return not known and not allow_listed
     if resource in _RESOURCES or resource is None:
         return False
     action = "read" if handler.request.method in ("GET", "HEAD") else "write"

@@ -1,0 +1,352 @@
+"""The collaboration guard against real Y clients (pycrdt over raw websockets) on a real server.
+
+alice writes course/notes.txt, bob and eve only read it, carol has nothing;
+each attack is checked on the server's document, the other clients and the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+
+import pytest
+from pycrdt import Doc, Text, create_sync_message, create_update_message, handle_sync_message
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from conftest import Browser, auth
+from jupyter_warden.enforce.rtc import _chunk, _uint
+
+PATH = "course/notes.txt"
+
+
+@pytest.fixture
+def server_extensions():
+    return {"jupyter_warden": True, "jupyterlab": True,
+            "jupyter_server_fileid": True, "jupyter_server_ydoc": True}
+
+
+@pytest.fixture
+def extra_server_config(tmp_path):
+    # The Y store keeps every document's history: outside the served root (and the cwd).
+    return {"YDocExtension": {"document_save_delay": 0.1, "document_cleanup_delay": 0.5},
+            "SQLiteYStore": {"db_path": str(tmp_path / "ystore.db")}}
+
+
+@pytest.fixture
+def people(warden, make_user, jp_root_dir):
+    (jp_root_dir / "course").mkdir()
+    (jp_root_dir / PATH).write_text("hello")
+    tokens = {name: make_user(name) for name in ("alice", "bob", "carol", "eve")}
+    tokens["root"] = make_user("root", admin=True)
+    warden.policy.grant("course", "user:alice", "read-write")
+    warden.policy.grant("course", "user:bob", "read")
+    warden.policy.grant("course", "user:eve", "read")
+    return tokens
+
+
+def ydoc_server(jp_serverapp):
+    apps = jp_serverapp.extension_manager.extension_apps["jupyter_server_ydoc"]
+    return next(iter(apps)).ywebsocket_server
+
+
+async def session(jp_fetch, token=None, path=PATH, headers=None, body=None):
+    response = await jp_fetch(
+        "api", "collaboration", "session", path, method="PUT", raise_error=False,
+        headers=headers or auth(token), body=json.dumps(body or {"format": "text", "type": "file"}),
+    )
+    return response.code, (json.loads(response.body) if response.body else None)
+
+
+class YClient:
+    """A Y client: answers the server's sync, keeps a document, sends what it is told to."""
+
+    def __init__(self, ws):
+        self.ws, self.doc = ws, Doc()
+        self.text = self.doc.get("source", type=Text)
+        self.awareness: list[dict] = []
+        self.raw: list[dict] = []
+        self.task = asyncio.create_task(self._pump())
+
+    async def _pump(self):
+        while (message := await self.ws.read_message()) is not None:
+            if message[0] == 0:
+                reply = handle_sync_message(message[1:], self.doc)
+                if reply is not None:
+                    await self.ws.write_message(reply, binary=True)
+            elif message[0] == 1:
+                self.awareness.append(message)
+            elif message[0] == 2:
+                self.raw.append(json.loads(message[2:].decode()))
+
+    async def start(self):
+        await self.ws.write_message(create_sync_message(self.doc), binary=True)
+        return self
+
+    async def edit(self, change):
+        """A local change, sent as SYNC_UPDATE (as JupyterLab does)."""
+        updates = []
+        subscription = self.doc.observe(lambda event: updates.append(event.update))
+        change(self.text)
+        self.doc.unobserve(subscription)
+        for update in updates:
+            await self.ws.write_message(create_update_message(update), binary=True)
+        return updates
+
+    async def send(self, message: bytes):
+        await self.ws.write_message(message, binary=True)
+
+    async def closed(self, timeout=3.0):
+        await asyncio.wait_for(self.task, timeout)
+        return self.ws.close_code, self.ws.close_reason
+
+
+def awareness_message(client_id: int, clock: int, state) -> bytes:
+    entry = _uint(client_id) + _uint(clock) + _chunk(json.dumps(state).encode())
+    return _uint(1) + _chunk(_uint(1) + entry)
+
+
+def awareness_states(message: bytes) -> list:
+    from jupyter_warden.enforce.rtc import _Reader
+
+    outer = _Reader(message)
+    outer.uint()
+    reader = _Reader(outer.bytes())
+    return [(reader.uint(), reader.uint(), json.loads(reader.string())) for _ in range(reader.uint())]
+
+
+@pytest.fixture
+def room(jp_fetch, jp_http_port, jp_base_url, people):
+    """Open a document websocket as someone (a token, or a browser's cookies)."""
+    clients = []
+
+    async def open_(who, path=PATH, room_id=None, start=True):
+        headers = who if isinstance(who, dict) else auth(people[who])
+        if room_id is None:
+            code, data = await session(jp_fetch, headers=headers, path=path)
+            assert code in (200, 201), data
+            room_id = f"text:file:{data['fileId']}"
+            sid = data["sessionId"]
+        else:
+            sid = ""
+        url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}api/collaboration/room/{room_id}?sessionId={sid}"
+        ws = await websocket_connect(HTTPRequest(url, headers=headers))
+        client = YClient(ws)
+        client.room_id = room_id
+        clients.append(client)
+        return await client.start() if start else client
+
+    yield open_
+    for client in clients:
+        client.ws.close()
+        client.task.cancel()
+
+
+async def until(predicate, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.02)
+
+
+def drops(warden):
+    return [r for r in warden.audit.tail(500) if r.action == "document.message" and r.outcome == "deny"]
+
+
+async def test_a_writers_edit_reaches_every_reader_and_the_disk(room, jp_root_dir, jp_serverapp):
+    alice = await room("alice")
+    await until(lambda: str(alice.text) == "hello")
+    readers = [await room(name) for name in ["bob", "eve"] * 10]  # 20 read-only clients
+    await until(lambda: all(str(r.text) == "hello" for r in readers))
+    await alice.edit(lambda text: text.insert(5, " world"))
+    await until(lambda: all(str(r.text) == "hello world" for r in readers))
+    await until(lambda: (jp_root_dir / PATH).read_text() == "hello world")
+
+
+async def test_a_readers_changes_and_saves_are_dropped(room, warden, jp_root_dir, jp_serverapp):
+    alice = await room("alice")
+    bob = await room("bob")
+    eve = await room("eve")
+    await until(lambda: str(bob.text) == str(eve.text) == str(alice.text) == "hello")
+    server_doc = ydoc_server(jp_serverapp).rooms[alice.room_id].ydoc
+
+    # SYNC_UPDATE: the ordinary way in.
+    updates = await bob.edit(lambda text: text.insert(0, "BOB "))
+    # SYNC_STEP2: the other way in, as the reply to the server's step 1.
+    forged = Doc()
+    forged.get("source", type=Text).insert(0, "STEP2 ")
+    await bob.send(bytes([0, 1]) + _chunk(forged.get_update()))
+    await bob.send(bytes([0, 1]) + _chunk(updates[0]))
+    # RAW save: answered as failed, nothing saved.
+    await bob.send(_uint(2) + _chunk(b"save") + _uint(7))
+    await until(lambda: any(r.get("type") == "save" for r in bob.raw))
+    assert {"type": "save", "responseTo": 7, "status": "failed"} in bob.raw
+    # Junk: an unknown message type, a truncated one, a text frame.
+    await bob.send(bytes([9, 0, 0]))
+    await bob.send(bytes([1, 200]))
+    await bob.ws.write_message("not binary")
+
+    # A writer's change after all that still arrives, so everything before was processed.
+    await alice.edit(lambda text: text.insert(5, "!"))
+    await until(lambda: str(eve.text) == "hello!")
+    await asyncio.sleep(0.4)  # past the save delay
+    assert str(server_doc.get("source", type=Text)) == "hello!"
+    assert str(alice.text) == str(eve.text) == "hello!"
+    assert (jp_root_dir / PATH).read_text() == "hello!"
+    records = drops(warden)
+    assert records and all(r.actor == "bob" and r.path == PATH for r in records)
+    assert "may not write" in records[0].reason
+    connects = [r for r in warden.audit.tail(500) if r.action == "document.connect" and r.actor == "bob"]
+    assert connects and "read-only" in connects[0].reason
+
+
+async def test_no_read_no_room(room, people, warden, jp_serverapp, jp_fetch):
+    alice = await room("alice")
+    server = ydoc_server(jp_serverapp)
+    rooms_before = set(server.rooms)
+    for attempt in (
+        dict(who="carol", room_id=alice.room_id),  # the room of a file carol may not read
+        dict(who="bob", room_id="text:file:no-such-id"),
+        dict(who="bob", room_id="JupyterLab:globalAwareness"),  # everyone's open documents
+        dict(who="bob", room_id="some-transient-room"),
+    ):
+        with pytest.raises(HTTPClientError) as e:
+            await room(**attempt)
+        assert e.value.code == 404, attempt
+    assert set(server.rooms) == rooms_before  # nothing made, nothing loaded
+    code, _ = await session(jp_fetch, people["carol"])
+    assert code == 404
+    # An admin may use the awareness room.
+    await room("root", room_id="JupyterLab:globalAwareness")
+
+
+async def test_session_timeline_undo_and_fork(room, people, jp_fetch, jp_root_dir, jp_serverapp):
+    # A reader opens an existing file; nobody opens (or creates) a missing one.
+    assert (await session(jp_fetch, people["bob"]))[0] in (200, 201)
+    for who in ("bob", "alice"):
+        code, _ = await session(jp_fetch, people[who], path="course/new.txt")
+        assert code == 404
+    assert not (jp_root_dir / "course" / "new.txt").exists()
+    assert (await session(jp_fetch, people["bob"], body={"nonsense": 1}))[0] == 400
+
+    alice = await room("alice")
+    await until(lambda: str(alice.text) == "hello")
+
+    async def call(method, *parts, token, params=None, body=None):
+        response = await jp_fetch("api", "collaboration", *parts, method=method, params=params,
+                                  headers=auth(token), raise_error=False,
+                                  body=None if body is None else json.dumps(body),
+                                  allow_nonstandard_methods=True)
+        return response.code, (json.loads(response.body) if response.body else None)
+
+    # The timeline is a read: bob may see the history.
+    code, timeline = await call("GET", "timeline", PATH, token=people["bob"],
+                                params={"format": "text", "type": "file"})
+    assert code == 200, timeline
+    code, _ = await call("GET", "timeline", PATH, token=people["carol"], params={"format": "text", "type": "file"})
+    assert code == 404
+    # Undo and redo need write.
+    params = {"action": "undo", "steps": "1", "forkRoom": timeline["forkRoom"]}
+    assert (await call("PUT", "undo_redo", alice.room_id, token=people["bob"], params=params))[0] == 403
+    assert (await call("PUT", "undo_redo", alice.room_id, token=people["alice"], params=params))[0] == 200
+    other = {**params, "forkRoom": "not-this-rooms-timeline"}
+    assert (await call("PUT", "undo_redo", alice.room_id, token=people["alice"], params=other))[0] == 404
+
+    # Forking and merging need write on the root document.
+    assert (await call("PUT", "fork", alice.room_id, token=people["bob"], body={}))[0] == 403
+    code, fork = await call("PUT", "fork", alice.room_id, token=people["alice"], body={"title": "t"})
+    assert code == 201
+    fork_id = fork["fork_roomid"]
+    assert (await call("GET", "fork", alice.room_id, token=people["bob"]))[0] == 200
+    # bob follows the fork read-only; his change to it is dropped, so a merge can't carry it.
+    bob_fork = await room("bob", room_id=fork_id)
+    await until(lambda: str(bob_fork.text) == "hello")
+    await bob_fork.edit(lambda text: text.insert(0, "BOB "))
+    assert (await call("DELETE", "fork", fork_id, token=people["bob"], params={"merge": "true"}))[0] == 403
+    assert (await call("DELETE", "fork", fork_id, token=people["alice"], params={"merge": "true"}))[0] == 200
+    await asyncio.sleep(0.4)
+    assert str(alice.text) == "hello"
+    assert (jp_root_dir / PATH).read_text() == "hello"
+
+
+async def test_a_revoked_reader_is_disconnected_within_a_second(room, warden):
+    bob = await room("bob")
+    await until(lambda: str(bob.text) == "hello")
+    started = time.monotonic()
+    warden.policy.revoke("course", "user:bob")
+    code, reason = await bob.closed(timeout=1.5)
+    assert time.monotonic() - started < 1.0
+    assert code == 1008 and "read access" in reason
+    record = next(r for r in warden.audit.tail(50) if r.action == "document.disconnect")
+    assert record.actor == "bob" and record.path == PATH
+
+
+async def test_a_time_window_opens_and_closes_write_mid_session(room, warden, jp_serverapp):
+    alice = await room("alice")
+    bob = await room("bob")
+    await until(lambda: str(bob.text) == "hello")
+    now = dt.datetime.now(dt.timezone.utc)
+    warden.policy.grant(PATH, "user:bob", "read-write",
+                        not_before=now + dt.timedelta(seconds=1), not_after=now + dt.timedelta(seconds=2.5))
+    await bob.edit(lambda text: text.insert(0, "A"))  # before the window: dropped
+    await asyncio.sleep(0.6)
+    assert str(alice.text) == "hello"
+    await asyncio.sleep(1.0)  # the window opened (plus the recheck)
+    await bob.edit(lambda text: text.insert(len(text), "B"))
+    # On gaining write the server asks bob's client for what it lacks: A comes along with B.
+    await until(lambda: str(alice.text) == "AhelloB")
+    await asyncio.sleep(1.6)  # the window closed
+    await bob.edit(lambda text: text.insert(len(text), "C"))
+    await alice.edit(lambda text: text.insert(0, "-"))
+    await until(lambda: str(bob.text).startswith("-"))
+    assert str(alice.text) == "-AhelloB"  # C (after the window) never arrived
+    modes = [r.outcome for r in warden.audit.tail(200) if r.action == "document.access" and r.actor == "bob"]
+    assert modes == ["allow", "deny"]
+
+
+async def test_awareness_carries_the_servers_identity(room, warden):
+    alice = await room("alice")
+    bob = await room("bob")
+    await until(lambda: str(bob.text) == "hello")
+    client = bob.doc.client_id
+    # Forged: bob says he is alice. Refused, never seen by alice.
+    await bob.send(awareness_message(client, 1, {"user": {"username": "alice", "name": "alice"}}))
+    # Another client's id: refused too.
+    await bob.send(awareness_message(alice.doc.client_id, 5, {"user": {"username": "bob"}, "cursor": 1}))
+    # Honest, with a made-up avatar and display details: the server's identity replaces them.
+    await bob.send(awareness_message(client, 2, {"user": {"username": "bob", "avatar_url": "http://x/"},
+                                                 "cursor": 3}))
+    await until(lambda: alice.awareness)
+    states = [s for message in alice.awareness for s in awareness_states(message)]
+    assert [(c, state["user"]["username"]) for c, _, state in states] == [(client, "bob")]
+    assert states[0][2]["user"]["avatar_url"] is None and states[0][2]["cursor"] == 3
+    assert any("another user" in r.reason for r in drops(warden))
+
+
+async def test_a_link_follower_sees_live_edits_and_cannot_write(room, warden, jp_fetch, jp_root_dir):
+    _info, token = warden.policy.create_link(PATH, "read")
+    guest = Browser(jp_fetch)
+    opened = await guest.request("warden", "link", token)
+    assert opened.code in (200, 302), opened.code
+    await guest.request("lab")  # (a page: it sets the _xsrf cookie a browser echoes on PUT)
+    assert "_xsrf" in guest.cookies, guest.cookies
+    cookies = {"Authorization": "", "Cookie": "; ".join(f"{k}={v}" for k, v in guest.cookies.items()),
+               "X-XSRFToken": guest.cookies.get("_xsrf", "")}
+    alice = await room("alice")
+    follower = await room(cookies)
+    await until(lambda: str(follower.text) == "hello")
+    await alice.edit(lambda text: text.insert(5, " all"))
+    await until(lambda: str(follower.text) == "hello all")
+    await follower.edit(lambda text: text.insert(0, "GUEST "))
+    await follower.send(awareness_message(follower.doc.client_id, 1, {"cursor": 0}))
+    await until(lambda: alice.awareness)
+    await alice.edit(lambda text: text.insert(0, ">"))
+    await until(lambda: str(follower.text).endswith("hello all") and ">" in str(follower.text))
+    assert str(alice.text) == ">hello all"
+    await asyncio.sleep(0.4)
+    assert (jp_root_dir / PATH).read_text() == ">hello all"
+    (_, _, state), = awareness_states(alice.awareness[-1])
+    assert state["user"]["display_name"] == "Guest (shared link)"
