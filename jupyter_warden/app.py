@@ -324,11 +324,30 @@ class Warden(ExtensionApp):
             from .enforce.rtc import install_guarded_handlers
         except ImportError:
             return  # jupyter-collaboration is not installed
+        self._keep_document_history_in_state()
         if install_guarded_handlers(self.serverapp.web_app):
             self.log.info("jupyter-warden: real-time collaboration is guarded")
         elif "jupyter_server_ydoc" in self.serverapp.extension_manager.extensions:
             self.log.warning("jupyter-warden: real-time collaboration's handlers were not found; "
                              "they stay for server admins only")
+
+    def _keep_document_history_in_state(self):
+        """Put jupyter-collaboration's Y store (every document's full history) in the state folder.
+
+        Its default, ``.jupyter_ystore.db`` in the server's working folder, is
+        often the served root, where a kernel could read another user's
+        history. An operator's own path is kept unless it lies under the root.
+        """
+        ydoc = self.serverapp.extension_manager.extension_apps.get("jupyter_server_ydoc")
+        if not ydoc:
+            return
+        app = next(iter(ydoc))
+        store_config = app.config.SQLiteYStore
+        current = Path(store_config.get("db_path", ".jupyter_ystore.db")).expanduser().resolve()
+        root = Path(self.serverapp.root_dir).expanduser().resolve()
+        if "db_path" not in store_config or root == current or root in current.parents:
+            store_config.db_path = str(Path(self.state_dir).expanduser().resolve() / "ystore.db")
+            self.log.info("jupyter-warden: document history kept in %s", store_config.db_path)
 
     def _refuse(self, reason: str):
         # Extension errors are otherwise logged and skipped; a server that

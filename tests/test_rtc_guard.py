@@ -350,3 +350,15 @@ async def test_a_link_follower_sees_live_edits_and_cannot_write(room, warden, jp
     assert (jp_root_dir / PATH).read_text() == ">hello all"
     (_, _, state), = awareness_states(alice.awareness[-1])
     assert state["user"]["display_name"] == "Guest (shared link)"
+
+
+class TestDocumentHistoryPlacement:
+    @pytest.fixture
+    def extra_server_config(self, jp_root_dir):
+        # An operator pointing the Y store into the served root, as the
+        # default (the working folder) often does.
+        return {"SQLiteYStore": {"db_path": str(jp_root_dir / "ystore.db")}}
+
+    async def test_the_y_store_is_moved_into_the_state_folder(self, jp_serverapp, warden, warden_state):
+        [app] = jp_serverapp.extension_manager.extension_apps["jupyter_server_ydoc"]
+        assert app.config.SQLiteYStore.db_path == str(warden_state.resolve() / "ystore.db")
