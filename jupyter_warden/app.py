@@ -26,6 +26,8 @@ from .store import Store, StoreError, default_db_url, default_state_dir, ensure_
 from .enforce.authorizer import GuardedIdentityProvider, WardenAuthorizer
 from .enforce.contents import hiding_contents_manager
 from .enforce.sessions import owning_kernel_manager, owning_session_manager
+from .enforce.transport import MODES as KERNEL_TRANSPORTS
+from .enforce.transport import KernelTransport, private_transport_kernel_manager, secure_runtime_dir
 from .handlers import warden_handlers
 
 
@@ -159,6 +161,17 @@ class Warden(ExtensionApp):
         only for servers whose users are all trusted. Default: admins only.""",
     ).tag(config=True)
 
+    kernel_transport = Enum(
+        list(KERNEL_TRANSPORTS),
+        default_value="auto",
+        help="""How the server talks to local kernels, so that other accounts on
+        the host can't. 'curve': loopback TCP with CurveZMQ (kernels whose
+        kernelspec does not declare it fail to start). 'ipc': Unix sockets in a
+        0700 folder of the server's. 'auto': 'curve' for kernels that support
+        it, else 'ipc'. 'tcp': stock Jupyter, plain loopback TCP that any local
+        account can reach; only for single-user hosts.""",
+    ).tag(config=True)
+
     # -- derived ------------------------------------------------------------
 
     @property
@@ -212,6 +225,14 @@ class Warden(ExtensionApp):
             serverapp.gateway_config = GatewayClient.instance(parent=serverapp)
         serverapp.kernel_manager_class = owning_kernel_manager(serverapp.kernel_manager_class)
         serverapp.session_manager_class = owning_session_manager(serverapp.session_manager_class)
+        self._install_kernel_transport(serverapp)
+
+    def _install_kernel_transport(self, serverapp):
+        secure_runtime_dir(serverapp.runtime_dir, self.log)
+        self.transport = KernelTransport(self.kernel_transport, self.log)
+        serverapp.kernel_manager_class = private_transport_kernel_manager(
+            serverapp.kernel_manager_class, self.transport
+        )
 
     def initialize_settings(self):
         try:
@@ -249,6 +270,9 @@ class Warden(ExtensionApp):
         raise SystemExit(f"jupyter-warden: {reason}")
 
     async def stop_extension(self):
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            transport.close()
         store = getattr(self, "store", None)
         if store is not None:
             store.dispose()
