@@ -100,7 +100,7 @@ class KernelTransport:
         """A 0700 folder of this server's, made on first use; short, for sun_path."""
         if self._socket_dir is None:
             # mkdtemp makes the folder 0700 atomically, so no one can swap it in.
-            self._socket_dir = tempfile.mkdtemp(prefix="warden-kernels-")
+            self._socket_dir = tempfile.mkdtemp(prefix="warden-ipc-")
         check_private_dir(self._socket_dir, "kernel socket folder")
         return self._socket_dir
 
