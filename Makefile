@@ -35,6 +35,7 @@ test-postgres: venv system-deps
 bench: venv
 	$(PY) bench/policy_check.py
 	$(PY) bench/listing.py
+	$(PY) bench/kernel_channels.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

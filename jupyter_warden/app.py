@@ -27,6 +27,8 @@ from .enforce.contents import hiding_contents_manager
 from .enforce.kernel_channels import GuardedGatewayConnection, GuardedZMQChannelsConnection, KernelConnections
 from .enforce.kernel_shares import KernelShares
 from .enforce.sessions import owning_kernel_manager, owning_session_manager
+from .enforce.transport import MODES as KERNEL_TRANSPORTS
+from .enforce.transport import KernelTransport, private_transport_kernel_manager, secure_runtime_dir
 from .handlers import warden_handlers
 
 
@@ -220,6 +222,17 @@ class Warden(ExtensionApp):
         the policy poll interval.""",
     ).tag(config=True)
 
+    kernel_transport = Enum(
+        list(KERNEL_TRANSPORTS),
+        default_value="auto",
+        help="""How the server talks to local kernels, so that other accounts on
+        the host can't. 'curve': loopback TCP with CurveZMQ (kernels whose
+        kernelspec does not declare it fail to start). 'ipc': Unix sockets in a
+        0700 folder of the server's. 'auto': 'curve' for kernels that support
+        it, else 'ipc'. 'tcp': stock Jupyter, plain loopback TCP that any local
+        account can reach; only for single-user hosts.""",
+    ).tag(config=True)
+
     # -- derived ------------------------------------------------------------
 
     @property
@@ -277,6 +290,14 @@ class Warden(ExtensionApp):
         else:
             serverapp.kernel_websocket_connection_class = GuardedZMQChannelsConnection
         serverapp.session_manager_class = owning_session_manager(serverapp.session_manager_class)
+        self._install_kernel_transport(serverapp)
+
+    def _install_kernel_transport(self, serverapp):
+        secure_runtime_dir(serverapp.runtime_dir, self.log)
+        self.transport = KernelTransport(self.kernel_transport, self.log)
+        serverapp.kernel_manager_class = private_transport_kernel_manager(
+            serverapp.kernel_manager_class, self.transport
+        )
 
     def initialize_settings(self):
         try:
@@ -360,6 +381,9 @@ class Warden(ExtensionApp):
             connections = getattr(self, registry, None)
             if connections is not None:
                 connections.stop()
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            transport.close()
         store = getattr(self, "store", None)
         if store is not None:
             store.dispose()
