@@ -29,6 +29,11 @@ AUDIT_EVENTS: dict[str, str] = {
     "kernel.output_cut": "An execution's output passed c.Warden.kernel_max_output_bytes and was cut.",
     "kernel.share": "A kernel's owner let another user run code in it, as the owner.",
     "kernel.unshare": "A kernel share was taken back; that user's connections were closed.",
+    # sandboxed kernels (docs/security.md, "Sandbox")
+    "kernel.start": "A kernel was started in its sandbox (uid, limits, network, whether its folder is "
+                    "writable), or refused one (deny, with why).",
+    "kernel.exit": "A sandboxed kernel's process ended: its exit code and cause (shutdown, restart, "
+                   "max-age, cpu-limit, file-size-limit, killed, crashed, exited).",
     # policy changes
     "grant.create": "A grant was made or changed.",
     "grant.revoke": "A grant was taken back.",
