@@ -46,9 +46,13 @@ class Limits:
     open_files: int
 
     def prlimit_argv(self) -> list[str]:
-        pairs = (("as", self.memory_bytes), ("cpu", self.cpu_seconds), ("nproc", self.processes),
+        pairs = (("as", self.memory_bytes), ("nproc", self.processes),
                  ("fsize", self.file_bytes), ("nofile", self.open_files))
-        return [PRLIMIT, "--core=0", *(f"--{name}={value}" for name, value in pairs if value > 0), "--"]
+        argv = [PRLIMIT, "--core=0", *(f"--{name}={value}" for name, value in pairs if value > 0)]
+        if self.cpu_seconds > 0:
+            # SIGXCPU at the soft limit tells why; SIGKILL at the hard one, if that was ignored.
+            argv.append(f"--cpu={self.cpu_seconds}:{self.cpu_seconds + 5}")
+        return [*argv, "--"]
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
