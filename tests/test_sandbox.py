@@ -46,12 +46,13 @@ def people(jp_root_dir, warden, make_user, monkeypatch):
     (jp_root_dir / "private").mkdir()
     (jp_root_dir / "private" / "secret.ipynb").write_text(json.dumps(NOTEBOOK))
     (jp_root_dir / "top.txt").write_text("top")
-    tokens = {n: make_user(n) for n in ("alice", "bob")}
+    tokens = {n: make_user(n) for n in ("alice", "bob", "nina")}
     warden.policy.grant("course", "user:alice", "read-write-run")
     warden.policy.grant("course/hidden", "user:alice", "none")
     warden.policy.grant("course/solutions.txt", "user:alice", "read")
     warden.policy.grant("course", "user:bob", "read-run")
     warden.policy.grant("private", "user:bob", "read-write-run")
+    warden.policy.grant("course/nb.ipynb", "user:nina", "read-run")  # the notebook, not its folder
     return tokens
 
 
@@ -189,6 +190,12 @@ print(json.dumps({
     assert nbformat == NOTEBOOK["nbformat"]
     assert "hidden" in listing  # bob's grant on course has no exception
     assert bob_uid != alice_uid and 0 not in (bob_uid, alice_uid) and os.getuid() not in (bob_uid, alice_uid)
+    # A user who may run one notebook but not read its folder sees that notebook alone.
+    nina = await connect(await start_kernel(jp_fetch, people["nina"]), people["nina"])
+    assert await run(nina, "import os, json; print(json.dumps(sorted(os.listdir('.'))))") == ["nb.ipynb"]
+    refused(await run(nina, TRY + '''
+print(json.dumps({"write it": attempt(lambda: open("nb.ipynb", "a").write("x")),
+                  "create": attempt(lambda: open("x.txt", "w").write("x"))}))'''))
     # Same user, same uid, on every kernel; kept in the store.
     again = await start_kernel(jp_fetch, people["alice"], path="course/other.ipynb")
     assert await run(await connect(again, people["alice"]), "import os; print(os.getuid())") == alice_uid

@@ -31,6 +31,10 @@ KERNEL_HOME = "/home/kernel"
 PASSED_ENV = ("LANG", "LANGUAGE", "TZ", "TERM", "JPY_SESSION_NAME")
 
 
+# How a folder appears inside the sandbox.
+WRITABLE, READ_ONLY, ABSENT = "writable", "read-only", "absent"
+
+
 class SandboxRefused(Exception):
     """The kernel can't be started in a sandbox; the message is meant for the user."""
 
@@ -123,25 +127,41 @@ class Mounts:
         self.args: list[str] = []
         self.made: set[Path] = {Path("/")}
         self.bound: list[Path] = []
+        self.mounts: list[tuple[Path, bool]] = []  # (where, from the host?) in order
         self.hidden = hidden
+
+    def _exists(self, path: Path) -> bool:
+        """Whether ``path`` is already there inside: made, or below the deepest host bind over it."""
+        if path in self.made:
+            return True
+        covering = [m for m in self.mounts if m[0] in path.parents]
+        return bool(covering) and max(covering, key=lambda m: len(m[0].parts))[1]
 
     def _parents(self, path: Path) -> None:
         for parent in reversed(path.parents):
-            if parent in self.made or any(b == parent or b in parent.parents for b in self.bound):
-                continue
-            self.args += ["--perms", "0755", "--dir", str(parent)]
-            self.made.add(parent)
+            if not self._exists(parent):
+                self.args += ["--perms", "0755", "--dir", str(parent)]
+                self.made.add(parent)
 
     def bind(self, path: Path, writable: bool) -> None:
         self._parents(path)
         self.args += ["--bind" if writable else "--ro-bind", str(path), str(path)]
         self.made.add(path)
         self.bound.append(path)
+        self.mounts.append((path, True))
         # The state folder (or the kernels' socket folders) may lie below a
         # bound folder: an empty tmpfs over it keeps it out of sight.
         for hidden in self.hidden:
             if path in hidden.parents:
                 self.args += ["--perms", "0755", "--tmpfs", str(hidden)]
+                self.made.add(hidden)
+                self.mounts.append((hidden, False))
+
+    def dir(self, path: Path) -> None:
+        self._parents(path)
+        self.args += ["--perms", "0755", "--dir", str(path)]
+        self.made.add(path)
+        self.mounts.append((path, False))
 
     def symlink(self, target: str, path: Path) -> None:
         self.args += ["--symlink", target, str(path)]
@@ -151,6 +171,7 @@ class Mounts:
         self._parents(path)
         self.args += ["--perms", perms, "--tmpfs", str(path)]
         self.made.add(path)
+        self.mounts.append((path, False))
 
     def blank_file(self, path: Path) -> None:
         self.args += ["--ro-bind", "/dev/null", str(path)]
@@ -187,9 +208,7 @@ class Sandbox:
         if any(folder_os == h or h in folder_os.parents for h in self.hidden):
             raise SandboxRefused("a kernel can't be started in the warden's state folder")
         folder = folder_os.relative_to(self.root).as_posix() if folder_os != self.root else ""
-        if not self.engine.check(actor, "read", folder).allowed:
-            raise SandboxRefused(f"{actor.name} may not read {folder or 'the root folder'}, "
-                                 "so no kernel can be started there")
+        readable = self.engine.check(actor, "read", folder).allowed
         writable = self.engine.check(actor, "write", folder).allowed
         uid = self.uids.uid_for(actor.subject)
         run_dir = self.run_base / kernel_id
@@ -208,27 +227,31 @@ class Sandbox:
         mounts.args += ["--proc", "/proc", "--dev", "/dev"]
         mounts.tmpfs(Path("/tmp"), "1777")
         mounts.tmpfs(Path(KERNEL_HOME), "1777")
-        mounts.bind(run_dir, writable=True)
-        mounts.bind(folder_os, writable)
-        self._folder_view(actor, folder_os, folder, writable, mounts)
+        state = (WRITABLE if writable else READ_ONLY) if readable else ABSENT
+        if state is ABSENT:
+            mounts.dir(folder_os)  # e.g. a user who may run one notebook, not read its folder
+        else:
+            mounts.bind(folder_os, writable)
+            self._give_to_group(folder_os, writable)
+        self._folder_view(actor, folder_os, folder, state, mounts)
+        mounts.bind(run_dir, writable=True)  # last: the served root may hold the socket folders
         return Launch(
             subject=actor.subject, user=actor.name, uid=uid, gid=self.gid, folder=folder,
             writable=writable, network=not self.network_subjects.isdisjoint(actor.subjects()),
             limits=self.limits, mounts=mounts.args, chdir=str(folder_os), run_dir=run_dir,
         )
 
-    def _folder_view(self, actor: Actor, top: Path, folder: str, writable: bool, mounts: Mounts) -> None:
-        """Hide what the user may not read below the folder, and bind each part at its own right.
+    def _folder_view(self, actor: Actor, top: Path, folder: str, state: str, mounts: Mounts) -> None:
+        """Below the folder, hide what the user may not read and bind each part at its own right.
 
         The kernel's uid must also pass the file modes: every entry it may
         reach is given to the kernels' group (read, and write where the user
         may write). Which user's kernel sees which entry is the mounts' job.
         """
-        self._give_to_group(top, writable)
         seen = 0
-        stack = [(top, folder, writable)]
+        stack = [(top, folder, state)]
         while stack:
-            directory, api_dir, parent_writable = stack.pop()
+            directory, api_dir, parent_state = stack.pop()
             try:
                 entries = list(os.scandir(directory))
             except OSError:
@@ -246,18 +269,23 @@ class Sandbox:
                 if any(path == h or h in path.parents for h in self.hidden):
                     continue  # already covered by a tmpfs
                 api_path = f"{api_dir}/{entry.name}" if api_dir else entry.name
-                if not self.engine.check(actor, "read", api_path).allowed:
-                    if entry.is_dir(follow_symlinks=False):
-                        mounts.tmpfs(path, "0755")
-                    else:
-                        mounts.blank_file(path)
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if self.engine.check(actor, "read", api_path).allowed:
+                    may_write = self.engine.check(actor, "write", api_path).allowed
+                    entry_state = WRITABLE if may_write else READ_ONLY
+                    if entry_state != parent_state:
+                        mounts.bind(path, may_write)
+                    self._give_to_group(path, may_write)
+                elif parent_state is ABSENT:
+                    entry_state = ABSENT
+                elif is_dir:
+                    mounts.tmpfs(path, "0755")
+                    entry_state = ABSENT
+                else:
+                    mounts.blank_file(path)
                     continue
-                may_write = self.engine.check(actor, "write", api_path).allowed
-                if may_write != parent_writable:
-                    mounts.bind(path, may_write)
-                self._give_to_group(path, may_write)
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((path, api_path, may_write))
+                if is_dir:  # an unreadable folder may hold a readable path: look inside it too
+                    stack.append((path, api_path, entry_state))
 
     def _give_to_group(self, path: Path, writable: bool) -> None:
         try:
