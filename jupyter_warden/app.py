@@ -469,6 +469,11 @@ class Warden(ExtensionApp):
         )
         kernel_manager.warden_app = self
         self.log.info("jupyter-warden: kernels sandboxed by bubblewrap, uids %d-%d", first, last)
+        cgroup2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        self.log.info(
+            "jupyter-warden: no cgroup limits on kernels (memory.max, pids.max): %s; rlimits only",
+            "the warden does not create cgroups yet" if cgroup2 else "this host has no cgroup v2 hierarchy",
+        )
 
     def initialize_handlers(self):
         self.handlers.extend(warden_handlers())

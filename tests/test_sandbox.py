@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -132,6 +133,8 @@ print(json.dumps({"uid": os.getuid(), "cwd": os.getcwd(), "listing": sorted(os.l
     assert start.details["uid"] == own["uid"] and start.details["network"] is False
     assert start.details["limits"]["processes"] == 64
     await healthy(jp_fetch, people["alice"])
+    status = json.loads((await jp_fetch("api", "warden", "status", headers=auth(people["bob"]))).body)
+    assert status["sandbox"] == "bubblewrap" and status["guarantees"]["G4"]["holds"] is True
 
 
 async def test_limits_hold_and_the_kernel_survives(jp_fetch, connect, warden, people):
@@ -251,6 +254,37 @@ class TestWithoutSandbox:
 
     async def test_none_runs_kernels_as_the_server(self, jp_fetch, connect, warden, people):
         assert warden.sandbox_runner is None
+        status = json.loads((await jp_fetch("api", "warden", "status", headers=auth(people["bob"]))).body)
+        assert status["sandbox"] == "none"
+        assert [g["holds"] for g in status["guarantees"].values()] == [False, False]
+        assert "not sandboxed" in status["guarantees"]["G4"]["reason"]
         kernel = await start_kernel(jp_fetch, people["alice"])
         alice = await connect(kernel, people["alice"])
         assert await run(alice, "import os; print(os.getuid())") == os.getuid()
+
+
+def test_state_and_root_stay_hidden_below_a_bound_system_folder(warden, warden_state, jp_root_dir, people):
+    """An operator who binds a folder holding the state and the served root still exposes neither."""
+    from jupyter_warden.policy.engine import Actor
+    from jupyter_warden.sandbox import Sandbox
+
+    outer = jp_root_dir.parent  # holds both state/ and root_dir/
+    outer.chmod(0o755)  # as a system folder would be: the kernel's uid passes the modes of bound folders
+    runner = warden.sandbox_runner
+    sandbox = Sandbox(uids=runner.uids, gid=runner.gid, engine=warden.engine, root_dir=str(jp_root_dir),
+                      hidden=[str(warden_state)], system_paths=["/usr", "/bin", "/lib", "/lib64", "/etc", str(outer)],
+                      limits=runner.limits, network_subjects=frozenset(), max_entries=100, max_age=0, log=warden.log)
+    alice = Actor.for_account(warden.accounts.get_user("alice"))
+    launch = sandbox.plan(alice, str(jp_root_dir / "course"), "k-test", "/bin/sh")
+    script = (f"ls -A {warden_state}; echo --; ls -A {jp_root_dir}; echo --; ls -A {jp_root_dir}/course; "
+              f"echo --; ls -A {outer}")
+    seen = subprocess.run(launch.argv(["/bin/sh", "-c", script]), capture_output=True, text=True, timeout=20)
+    sandbox.release(launch)
+    assert seen.stdout.count("--\n") == 3, (seen.stdout, seen.stderr)
+    state, root, course, outer_listing = seen.stdout.split("--\n")
+    assert state.split() == []
+    assert root.split() == ["course"]
+    assert sorted(course.split()) == ["hidden", "nb.ipynb", "solutions.txt"]
+    assert (jp_root_dir / "course" / "nb.ipynb").exists()
+    assert os.listdir(warden_state)  # it is there, outside
+    assert outer_listing.split() and seen.returncode == 0, seen.stderr

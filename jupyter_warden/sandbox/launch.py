@@ -197,9 +197,11 @@ class Sandbox:
         trees = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.base_exec_prefix)}
         exe = Path(argv0)
         if exe.is_absolute():
-            trees.add(exe.parent.parent)
-            trees.add(exe.resolve().parent.parent)
-        return sorted(t.resolve() for t in trees if t.is_dir())
+            for prefix in (exe.parent.parent, exe.resolve().parent.parent):
+                if (prefix / "pyvenv.cfg").is_file():  # another virtual environment's kernel
+                    trees.add(prefix)
+        # Never the whole host: "/" would be a prefix of everything.
+        return sorted({t.resolve() for t in trees if t.is_dir() and len(t.resolve().parts) > 1})
 
     def plan(self, actor: Actor, cwd: str, kernel_id: str, argv0: str) -> Launch:
         folder_os = Path(cwd or self.root).resolve()
@@ -216,6 +218,9 @@ class Sandbox:
         os.chown(run_dir, uid, self.gid)
 
         mounts = Mounts(self.hidden)
+        # The private /tmp and home first: a system folder may lie below /tmp.
+        mounts.tmpfs(Path("/tmp"), "1777")
+        mounts.tmpfs(Path(KERNEL_HOME), "1777")
         for path in self.system_paths:
             if path.is_symlink():
                 mounts.symlink(os.readlink(path), path)
@@ -224,9 +229,9 @@ class Sandbox:
         for tree in self.interpreter_trees(argv0):
             if not any(b == tree or b in tree.parents for b in mounts.bound):
                 mounts.bind(tree, writable=False)
+        if any(b == self.root or b in self.root.parents for b in mounts.bound):
+            mounts.tmpfs(self.root, "0755")  # the served root lies in a system folder: only the kernel's part
         mounts.args += ["--proc", "/proc", "--dev", "/dev"]
-        mounts.tmpfs(Path("/tmp"), "1777")
-        mounts.tmpfs(Path(KERNEL_HOME), "1777")
         state = (WRITABLE if writable else READ_ONLY) if readable else ABSENT
         if state is ABSENT:
             mounts.dir(folder_os)  # e.g. a user who may run one notebook, not read its folder

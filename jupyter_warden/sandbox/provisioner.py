@@ -16,6 +16,7 @@ from typing import Any
 
 from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
 from jupyter_server.base.call_context import CallContext
+from tornado import web
 
 from ..policy.engine import Actor
 from .launch import Launch, SandboxRefused, exit_cause
@@ -62,7 +63,7 @@ class SandboxProvisioner(LocalProvisioner):
         if self.actor is None:
             self.actor = _requester()
         if self.actor is None:
-            raise web_error(403, "a kernel is started only for a signed-in user")
+            raise web.HTTPError(403, "a kernel is started only for a signed-in user")
         km = self.parent
         argv0 = shutil.which(km.kernel_spec.argv[0]) or km.kernel_spec.argv[0]
         if km.kernel_spec.argv[0] in ("python", "python3", f"python{sys.version_info[0]}"):
@@ -72,7 +73,7 @@ class SandboxProvisioner(LocalProvisioner):
         except SandboxRefused as e:
             warden.audit.record(self.actor.name, "kernel.start", "deny", reason=str(e),
                                 details={"kernel_id": self.kernel_id})
-            raise web_error(403, str(e)) from None
+            raise web.HTTPError(403, str(e)) from None
         run_dir = self.launch.run_dir
         km.transport = "ipc"
         km.cache_ports = False
@@ -159,12 +160,6 @@ class SandboxProvisioner(LocalProvisioner):
             warden = self._warden
             if warden is not None and self.launch is not None:
                 warden.sandbox_runner.release(self.launch)
-
-
-def web_error(code: int, message: str):
-    from tornado import web
-
-    return web.HTTPError(code, message)
 
 
 class SandboxProvisionerFactory(KernelProvisionerFactory):
