@@ -19,6 +19,7 @@ from jupyter_server.base.call_context import CallContext
 from tornado import web
 
 from ..policy.engine import Actor
+from ..store import StoreError
 from .launch import Launch, SandboxRefused, exit_cause
 
 ENTRY_POINT = "warden-sandbox"
@@ -74,6 +75,8 @@ class SandboxProvisioner(LocalProvisioner):
             warden.audit.record(self.actor.name, "kernel.start", "deny", reason=str(e),
                                 details={"kernel_id": self.kernel_id})
             raise web.HTTPError(403, str(e)) from None
+        except StoreError as e:  # e.g. no free uid, or the store is down: no kernel, fail closed
+            raise web.HTTPError(503, f"the kernel can't be sandboxed: {e}") from None
         run_dir = self.launch.run_dir
         km.transport = "ipc"
         km.cache_ports = False
