@@ -288,3 +288,22 @@ def test_state_and_root_stay_hidden_below_a_bound_system_folder(warden, warden_s
     assert (jp_root_dir / "course" / "nb.ipynb").exists()
     assert os.listdir(warden_state)  # it is there, outside
     assert outer_listing.split() and seen.returncode == 0, seen.stderr
+
+
+def test_network_only_for_those_allowed(warden, jp_root_dir, people):
+    from jupyter_warden.policy.engine import Actor
+
+    runner = warden.sandbox_runner
+    port = warden.serverapp.port
+    probe = ["/usr/bin/python3", "-c",
+             f"import socket; socket.create_connection(('127.0.0.1', {port}), 2); print('connected')"]
+    results = {}
+    for name, allowed in (("alice", frozenset()), ("bob", frozenset({"user:bob"}))):
+        runner.network_subjects = allowed
+        launch = runner.plan(Actor.for_account(warden.accounts.get_user(name)), str(jp_root_dir / "course"),
+                             f"net-{name}", "/usr/bin/python3")
+        done = subprocess.run(launch.argv(probe), capture_output=True, text=True, timeout=20)
+        runner.release(launch)
+        results[name] = (launch.network, done.stdout.strip(), done.returncode)
+    assert results["alice"][:2] == (False, "") and results["alice"][2] != 0
+    assert results["bob"] == (True, "connected", 0)
