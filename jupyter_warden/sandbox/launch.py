@@ -8,8 +8,10 @@ command. Everything not named here stays outside the sandbox (deny by default).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -190,6 +192,8 @@ class Sandbox:
         self.max_entries, self.max_age = max_entries, max_age
         # Socket folders, one per kernel: 0700 root here, each kernel's 0700 its own uid.
         self.run_base = Path(tempfile.mkdtemp(prefix="warden-kernels-")).resolve()
+        # Kernels are stopped after extensions, so the folder goes when the process ends.
+        atexit.register(shutil.rmtree, self.run_base, ignore_errors=True)
         self.hidden = [Path(p).resolve() for p in hidden] + [self.run_base]
 
     def interpreter_trees(self, argv0: str) -> list[Path]:
