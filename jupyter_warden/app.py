@@ -30,6 +30,7 @@ from .enforce.sessions import owning_kernel_manager, owning_session_manager
 from .enforce.transport import MODES as KERNEL_TRANSPORTS
 from .enforce.transport import KernelTransport, private_transport_kernel_manager, secure_runtime_dir
 from .handlers import warden_handlers
+from . import sandbox as sandboxing
 
 
 class Warden(ExtensionApp):
@@ -233,6 +234,110 @@ class Warden(ExtensionApp):
         account can reach; only for single-user hosts.""",
     ).tag(config=True)
 
+    # -- sandboxed kernels (docs/security.md, "Sandbox") -----------------------
+
+    sandbox = Enum(
+        ["bubblewrap", "none"],
+        help="""How kernels are isolated. 'bubblewrap': every kernel runs in bubblewrap
+        under its user's own uid, seeing only system folders, its notebook's folder
+        (read-only where its user may only read), a private /tmp and home, with no
+        network and the limits below; needs root and /usr/bin/bwrap. 'none': kernels
+        run as the server's account and can read everything it can, the warden's
+        database and key ring included (guarantees G4 and G5 do not hold): only for
+        a single-user laptop. Default: 'bubblewrap' wherever it runs, else 'none'
+        with a loud warning.""",
+    ).tag(config=True)
+
+    @default("sandbox")
+    def _default_sandbox(self):
+        problem = sandboxing.bubblewrap_problem()
+        if problem is None:
+            return "bubblewrap"
+        self._sandbox_problem = problem
+        return "none"
+
+    sandbox_uid_range = List(
+        Int(),
+        default_value=[200000, 299999],
+        help="""[first, last]: the host uids given to kernel users, one per user (or
+        share link), allocated once and kept in the store. Choose a range no host
+        account and no other server uses.""",
+    ).tag(config=True)
+
+    @validate("sandbox_uid_range")
+    def _valid_uid_range(self, proposal):
+        value = proposal["value"]
+        if len(value) != 2 or not 0 < value[0] <= value[1]:
+            raise ValueError("Warden.sandbox_uid_range must be [first, last] with 0 < first <= last")
+        return value
+
+    sandbox_gid = Int(
+        199999,
+        help="""The group every sandboxed kernel runs in. The files of a folder bound
+        into a sandbox are given to this group (read, and write where the user may
+        write), so kernel uids pass the file modes. No host account should be in it.""",
+    ).tag(config=True)
+
+    sandbox_system_paths = List(
+        Unicode(),
+        default_value=["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"],
+        help="""Host folders bound read-only into every sandbox (those that exist).
+        The kernel's Python (its environment and base interpreter) is added to them.
+        The warden's state folder and Jupyter's config folders are hidden even when
+        below one of them.""",
+    ).tag(config=True)
+
+    sandbox_network = List(
+        Unicode(),
+        default_value=[],
+        help="""Who may reach the network from their kernels: 'user:NAME', 'group:NAME'
+        or 'authenticated' (every user). Everyone else's kernels have no network at all.""",
+    ).tag(config=True)
+
+    sandbox_max_entries = Int(
+        20000,
+        help="""The most files and folders a kernel's folder may hold: each is checked
+        against the policy at kernel start. A bigger folder refuses to start kernels.""",
+    ).tag(config=True)
+
+    kernel_memory_limit = Int(
+        4 * 1024**3,
+        help="Address space of each kernel process, in bytes (RLIMIT_AS); 0 for none.",
+    ).tag(config=True)
+
+    kernel_cpu_limit = Int(
+        8 * 3600,
+        help="CPU seconds each kernel process may use (RLIMIT_CPU); past it, it is killed. 0 for none.",
+    ).tag(config=True)
+
+    kernel_process_limit = Int(
+        512,
+        help="""Processes and threads of one user's kernels, together, on the host
+        (RLIMIT_NPROC of the user's uid); 0 for none.""",
+    ).tag(config=True)
+
+    kernel_file_size_limit = Int(
+        8 * 1024**3,
+        help="The largest file a kernel may write, in bytes (RLIMIT_FSIZE); 0 for none.",
+    ).tag(config=True)
+
+    kernel_open_files_limit = Int(
+        1024,
+        help="Files each kernel process may hold open (RLIMIT_NOFILE); 0 for none.",
+    ).tag(config=True)
+
+    kernel_idle_timeout = Float(
+        4 * 3600,
+        help="""Seconds a kernel may stay idle before it is shut down (sets
+        MappingKernelManager.cull_idle_timeout unless that is set); 0 for never.""",
+    ).tag(config=True)
+
+    kernel_max_age = Float(
+        24 * 3600,
+        help="""Seconds a sandboxed kernel may live, busy or not, before it is shut down
+        (audited as kernel.exit with cause max-age); 0 for no limit.""",
+    ).tag(config=True)
+
     # -- derived ------------------------------------------------------------
 
     @property
@@ -291,6 +396,7 @@ class Warden(ExtensionApp):
             serverapp.kernel_websocket_connection_class = GuardedZMQChannelsConnection
         serverapp.session_manager_class = owning_session_manager(serverapp.session_manager_class)
         self._install_kernel_transport(serverapp)
+        self._install_sandbox(serverapp)
 
     def _install_kernel_transport(self, serverapp):
         secure_runtime_dir(serverapp.runtime_dir, self.log)
@@ -298,6 +404,15 @@ class Warden(ExtensionApp):
         serverapp.kernel_manager_class = private_transport_kernel_manager(
             serverapp.kernel_manager_class, self.transport
         )
+
+    def _install_sandbox(self, serverapp):
+        if self.sandbox == "none":
+            sandboxing.uninstall_factory()
+            return
+        problem = sandboxing.bubblewrap_problem()
+        if problem is not None:
+            self._refuse(f"c.Warden.sandbox is 'bubblewrap' but {problem}")
+        sandboxing.install_factory(serverapp)
 
     def initialize_settings(self):
         try:
@@ -323,12 +438,71 @@ class Warden(ExtensionApp):
         self.kernel_shares.on_revoke.append(self.kernel_connections.recheck)
         # The same registry and timer, for collaboration websockets (enforce/rtc.py).
         self.document_connections = KernelConnections(self.document_recheck_interval)
+        self._start_sandbox()
         self.settings["warden"] = self
         self.log.info(
             "jupyter-warden: state in %s, store %s, identity mode %r",
             self.state_dir,
             self.store.display_url,
             self.identity,
+        )
+
+    def _start_sandbox(self):
+        kernel_manager = self.serverapp.kernel_manager
+        if self.kernel_idle_timeout > 0 and not kernel_manager.cull_idle_timeout:
+            kernel_manager.cull_idle_timeout = int(self.kernel_idle_timeout)
+        if self.sandbox == "none":
+            why = getattr(self, "_sandbox_problem", "c.Warden.sandbox is 'none'")
+            self.log.warning(
+                "\n%s\njupyter-warden: KERNELS ARE NOT SANDBOXED (%s). Every kernel runs as the "
+                "server's account and can read the warden's database, key ring and every file: "
+                "guarantees G4 and G5 do not hold. Only for a single-user laptop.\n%s",
+                "!" * 78, why, "!" * 78,
+            )
+            self.sandbox_runner = None
+            return
+        from jupyter_core.paths import jupyter_config_path
+
+        from .names import name_key
+
+        network = set()
+        for subject in self.sandbox_network:
+            kind, _, name = subject.partition(":")
+            if subject == "authenticated":
+                network.add(subject)
+            elif kind in ("user", "group") and name:
+                network.add(f"{kind}:{name_key(name)}")
+            else:
+                self._refuse(f"c.Warden.sandbox_network: {subject!r} is not user:NAME, group:NAME or authenticated")
+        first, last = self.sandbox_uid_range
+        if first <= self.sandbox_gid <= last or self.sandbox_gid == 0:
+            self._refuse("c.Warden.sandbox_gid must not be 0 nor inside c.Warden.sandbox_uid_range")
+        hidden = [self.state_dir, *(p for p in jupyter_config_path() if os.path.isdir(p))]
+        self.sandbox_runner = sandboxing.Sandbox(
+            uids=sandboxing.KernelUids(self.store, first, last),
+            gid=self.sandbox_gid,
+            engine=self.engine,
+            root_dir=self.serverapp.root_dir,
+            hidden=hidden,
+            system_paths=self.sandbox_system_paths,
+            limits=sandboxing.Limits(
+                memory_bytes=self.kernel_memory_limit,
+                cpu_seconds=self.kernel_cpu_limit,
+                processes=self.kernel_process_limit,
+                file_bytes=self.kernel_file_size_limit,
+                open_files=self.kernel_open_files_limit,
+            ),
+            network_subjects=frozenset(network),
+            max_entries=self.sandbox_max_entries,
+            max_age=self.kernel_max_age,
+            log=self.log,
+        )
+        kernel_manager.warden_app = self
+        self.log.info("jupyter-warden: kernels sandboxed by bubblewrap, uids %d-%d", first, last)
+        cgroup2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        self.log.info(
+            "jupyter-warden: no cgroup limits on kernels (memory.max, pids.max): %s; rlimits only",
+            "the warden does not create cgroups yet" if cgroup2 else "this host has no cgroup v2 hierarchy",
         )
 
     def initialize_handlers(self):

@@ -37,6 +37,11 @@ AUDIT_EVENTS: dict[str, str] = {
     "document.message": "A message on a document websocket was dropped: a change or save without write, "
                         "forged awareness, or a malformed or unknown message; at most one record a second "
                         "per connection.",
+    # sandboxed kernels (docs/security.md, "Sandbox")
+    "kernel.start": "A kernel was started in its sandbox (uid, limits, network, whether its folder is "
+                    "writable), or refused one (deny, with why).",
+    "kernel.exit": "A sandboxed kernel's process ended: its exit code and cause (shutdown, restart, "
+                   "max-age, cpu-limit, file-size-limit, killed, crashed, exited).",
     # policy changes
     "grant.create": "A grant was made or changed.",
     "grant.revoke": "A grant was taken back.",

@@ -15,11 +15,13 @@ from .labels import LabelHandler, LabelsHandler, PathLabelsHandler
 from .links import LinkHandler, LinkSignInHandler, LinksHandler
 from .openapi import OpenAPIHandler
 from .permissions import PermissionsHandler
+from .status import StatusHandler
 
 # URL templates in OpenAPI's spelling, relative to the server's base_url.
 ROUTES = [
     ("/api/warden/openapi.json", OpenAPIHandler),
     ("/api/warden/permissions", PermissionsHandler),
+    ("/api/warden/status", StatusHandler),
     ("/api/warden/grants", GrantsHandler),
     ("/api/warden/links", LinksHandler),
     ("/api/warden/links/{link_id}", LinkHandler),

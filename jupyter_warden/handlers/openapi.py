@@ -69,6 +69,19 @@ _SCHEMAS = {
         },
         "required": ["kernel", "owner", "users"],
     },
+    "Status": {
+        "type": "object",
+        "properties": {
+            "sandbox": {"type": "string", "enum": ["bubblewrap", "none"]},
+            "guarantees": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {"holds": {"type": "boolean"}, "reason": {"type": "string"}},
+                },
+            },
+        },
+    },
     "Error": {
         "type": "object",
         "properties": {"message": {"type": "string"}, "reason": {"type": "string", "nullable": True}},
@@ -225,6 +238,13 @@ _PATHS = {
             "gets capabilities [] and level none, with no grants or labels.",
             "parameters": [PATH_PARAM],
             "responses": {"200": _json(_ref("Permissions"), "Your access."), "400": E400},
+        }
+    },
+    "/api/warden/status": {
+        "get": {
+            "summary": "Which host-dependent guarantees hold here (G4 sandboxed kernels, G5 sealed cells), and why.",
+            "description": "Any signed-in user or guest.",
+            "responses": {"200": _json(_ref("Status"), "The server's status.")},
         }
     },
     "/api/warden/grants": {

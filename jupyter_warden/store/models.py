@@ -214,3 +214,15 @@ class AuditRecord(Base):
     details: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class KernelUid(Base):
+    """The host uid a subject's kernels run under (sandbox); one per subject, never reused."""
+
+    __tablename__ = "kernel_uids"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # "user:KEY" or "link:ID", as policy subjects are spelt.
+    subject: Mapped[str] = mapped_column(String(300), nullable=False, unique=True)
+    uid: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

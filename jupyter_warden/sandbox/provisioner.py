@@ -1,0 +1,189 @@
+"""The kernel provisioner that starts every kernel inside bubblewrap, under its user's uid.
+
+It forces the ``ipc`` transport into a per-kernel folder bound into the
+sandbox (the network is unshared), records each start and exit in the audit
+log, and stops a kernel that outlives c.Warden.kernel_max_age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
+from jupyter_server.base.call_context import CallContext
+from tornado import web
+
+from ..policy.engine import Actor
+from ..store import StoreError
+from .launch import Launch, SandboxRefused, exit_cause
+
+ENTRY_POINT = "warden-sandbox"
+
+
+def _requester() -> Actor | None:
+    handler = CallContext.get(CallContext.JUPYTER_HANDLER)
+    account = getattr(handler, "warden_account", None)
+    return Actor.for_account(account) if account is not None else None
+
+
+def _umask_002():
+    # Files a kernel makes in a shared folder stay writable by the kernels'
+    # group (the other users who may write there).
+    os.umask(0o002)
+
+
+class SandboxProvisioner(LocalProvisioner):
+    """LocalProvisioner, with the command wrapped in bwrap and the connection in a bound folder."""
+
+    launch: Launch | None = None
+    actor: Actor | None = None
+    stop_reason: str | None = None
+    started_at: float | None = None
+    _age_timer: asyncio.TimerHandle | None = None
+    _exit_recorded = True
+
+    @property
+    def _kernel_manager(self):
+        return getattr(self.parent, "parent", None)
+
+    @property
+    def _warden(self):
+        return getattr(self._kernel_manager, "warden_app", None)
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        warden = self._warden
+        if warden is None:
+            raise RuntimeError("jupyter-warden's sandbox is not set up; refusing to start a kernel")
+        # The owner is whoever asks for the kernel; a restart (by the owner, a
+        # share holder or the auto-restarter) keeps the first owner's sandbox.
+        if self.actor is None:
+            self.actor = _requester()
+        if self.actor is None:
+            raise web.HTTPError(403, "a kernel is started only for a signed-in user")
+        km = self.parent
+        argv0 = shutil.which(km.kernel_spec.argv[0]) or km.kernel_spec.argv[0]
+        if km.kernel_spec.argv[0] in ("python", "python3", f"python{sys.version_info[0]}"):
+            argv0 = sys.executable
+        try:
+            self.launch = warden.sandbox_runner.plan(self.actor, kwargs.get("cwd"), self.kernel_id, argv0)
+        except SandboxRefused as e:
+            warden.audit.record(self.actor.name, "kernel.start", "deny", reason=str(e),
+                                details={"kernel_id": self.kernel_id})
+            raise web.HTTPError(403, str(e)) from None
+        except StoreError as e:  # e.g. no free uid, or the store is down: no kernel, fail closed
+            raise web.HTTPError(503, f"the kernel can't be sandboxed: {e}") from None
+        run_dir = self.launch.run_dir
+        km.transport = "ipc"
+        km.cache_ports = False
+        if not km.connection_file or os.path.dirname(km.connection_file) != str(run_dir):
+            km.connection_file = str(run_dir / "connection.json")
+            km.ip = str(run_dir / "ipc")
+        # The kernel can't be signalled through bwrap (another session): interrupts go as messages.
+        km.kernel_spec.interrupt_mode = "message"
+        kwargs = await super().pre_launch(**kwargs)
+        os.chown(km.connection_file, self.launch.uid, self.launch.gid)
+        cmd = kwargs["cmd"]
+        if cmd and not os.path.isabs(cmd[0]):
+            cmd = [argv0, *cmd[1:]]
+        kwargs["cmd"] = self.launch.argv(cmd)
+        path = os.pathsep.join(dict.fromkeys([os.path.dirname(argv0), "/usr/local/bin", "/usr/bin", "/bin"]))
+        kwargs["env"] = self.launch.env(kwargs.get("env") or {}, km.kernel_spec.env or {}, path)
+        kwargs["preexec_fn"] = _umask_002
+        kwargs["independent"] = True  # no JPY_PARENT_PID: see launch.PASSED_ENV
+        self.log.debug("jupyter-warden: sandbox for kernel %s: %s", self.kernel_id, kwargs["cmd"])
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any):
+        info = await super().launch_kernel(cmd, **kwargs)
+        warden = self._warden
+        self._exit_recorded = False
+        self.stop_reason = None
+        warden.audit.record(self.launch.user, "kernel.start", "allow", path=self.launch.folder,
+                            details=self.launch.audit_details(self.kernel_id))
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+            if warden.sandbox_runner.max_age > 0:
+                loop = asyncio.get_running_loop()
+                self._age_timer = loop.call_later(warden.sandbox_runner.max_age, self._too_old)
+        return info
+
+    def _too_old(self) -> None:
+        kernel_manager = self._kernel_manager
+        if kernel_manager is None or self.kernel_id not in kernel_manager:
+            return
+        self.stop_reason = "max-age"
+        self.log.warning("jupyter-warden: kernel %s reached c.Warden.kernel_max_age; stopping it", self.kernel_id)
+        asyncio.ensure_future(kernel_manager.shutdown_kernel(self.kernel_id, now=True))
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        self.stop_reason = self.stop_reason or ("restart" if restart else "shutdown")
+        await super().shutdown_requested(restart=restart)
+
+    async def poll(self) -> int | None:
+        process = self.process
+        code = await super().poll()
+        if process is not None and code is not None:
+            self._record_exit(code)
+        return code
+
+    async def wait(self) -> int | None:
+        had_process = self.process is not None
+        code = await super().wait()
+        if had_process:
+            self._record_exit(code)
+        return code
+
+    def _record_exit(self, code: int | None) -> None:
+        if self._exit_recorded or self.launch is None:
+            return
+        self._exit_recorded = True
+        cause = self.stop_reason or exit_cause(code)
+        warden = self._warden
+        details = {**self.launch.audit_details(self.kernel_id), "exit_code": code, "cause": cause}
+        self.log.info("jupyter-warden: kernel %s of %s ended: %s", self.kernel_id, self.launch.user, cause)
+        if warden is not None:
+            try:
+                warden.audit.record(self.launch.user, "kernel.exit", "allow", path=self.launch.folder,
+                                    reason=cause, details=details)
+            except Exception as e:  # the store may be gone at server shutdown
+                self.log.warning("jupyter-warden: kernel exit not audited: %s", e)
+        self.stop_reason = None
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart=restart)
+        if not restart:
+            self._record_exit(None)
+            if self._age_timer is not None:
+                self._age_timer.cancel()
+            warden = self._warden
+            if warden is not None and self.launch is not None:
+                warden.sandbox_runner.release(self.launch)
+
+
+class SandboxProvisionerFactory(KernelProvisionerFactory):
+    """Every kernel gets the sandbox, whatever provisioner its kernel spec names."""
+
+    def create_provisioner_instance(self, kernel_id: str, kernel_spec: Any, parent: Any):
+        named = (kernel_spec.metadata or {}).get("kernel_provisioner", {}).get("provisioner_name")
+        if named and named != ENTRY_POINT:
+            self.log.warning("jupyter-warden: kernel spec %r names provisioner %r; it is sandboxed instead",
+                             kernel_spec.display_name, named)
+        return SandboxProvisioner(kernel_id=kernel_id, kernel_spec=kernel_spec, parent=parent)
+
+
+def install_factory(parent) -> None:
+    """Make the sandboxing factory jupyter_client's provisioner factory (a singleton)."""
+    if isinstance(KernelProvisionerFactory._instance, SandboxProvisionerFactory):
+        return
+    KernelProvisionerFactory.clear_instance()
+    SandboxProvisionerFactory.instance(parent=parent)
+
+
+def uninstall_factory() -> None:
+    if isinstance(KernelProvisionerFactory._instance, SandboxProvisionerFactory):
+        SandboxProvisionerFactory.clear_instance()
