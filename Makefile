@@ -20,6 +20,7 @@ system-deps:
 	scripts/system-deps.sh
 
 demo: venv
+	scripts/system-deps.sh bubblewrap
 	$(VENV)/bin/jupyter-warden demo
 
 test: test-sqlite test-postgres

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the demo need, with apt-get
-# update first, only when one is missing. Run as root, or with sudo at hand.
+# Installs Debian packages, with apt-get update first, only when one is
+# missing: those named as arguments, or by default all that the tests need.
+# Run as root, or with sudo at hand.
 set -euo pipefail
-packages=(postgresql chromium bubblewrap)
+if [ $# -gt 0 ]; then packages=("$@"); else packages=(postgresql chromium bubblewrap); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
