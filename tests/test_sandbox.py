@@ -307,3 +307,16 @@ def test_network_only_for_those_allowed(warden, jp_root_dir, people):
         results[name] = (launch.network, done.stdout.strip(), done.returncode)
     assert results["alice"][:2] == (False, "") and results["alice"][2] != 0
     assert results["bob"] == (True, "connected", 0)
+
+
+async def test_a_sandboxed_kernel_restarts_in_its_sandbox(jp_fetch, connect, warden, people):
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    before = await run(await connect(kernel, people["alice"]), "import os; print(os.getuid())")
+    restarted = await jp_fetch(
+        "api", "kernels", kernel, "restart", method="POST", body="", headers=auth(people["alice"])
+    )
+    assert restarted.code == 200
+    # The connection file was written afresh (the server's, 0600) and handed
+    # to the kernel again: same uid, same view, code runs.
+    after = await run(await connect(kernel, people["alice"]), "import os; print(os.getuid())")
+    assert after == before and after != os.getuid()

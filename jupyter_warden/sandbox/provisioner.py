@@ -8,6 +8,7 @@ log, and stops a kernel that outlives c.Warden.kernel_max_age.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -69,6 +70,9 @@ class SandboxProvisioner(LocalProvisioner):
         argv0 = shutil.which(km.kernel_spec.argv[0]) or km.kernel_spec.argv[0]
         if km.kernel_spec.argv[0] in ("python", "python3", f"python{sys.version_info[0]}"):
             argv0 = sys.executable
+        # Spelled without '..' (a server started as ../.venv/bin/python): inside
+        # the sandbox only the environment itself is bound, not the folders around it.
+        argv0 = os.path.abspath(argv0)
         try:
             self.launch = warden.sandbox_runner.plan(self.actor, kwargs.get("cwd"), self.kernel_id, argv0)
         except SandboxRefused as e:
@@ -85,11 +89,16 @@ class SandboxProvisioner(LocalProvisioner):
             km.ip = str(run_dir / "ipc")
         # The kernel can't be signalled through bwrap (another session): interrupts go as messages.
         km.kernel_spec.interrupt_mode = "message"
+        # On a restart the old file belongs to the kernel's uid: write a fresh
+        # one as the server (the transport checks it is the server's, 0600),
+        # then hand it to the kernel.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(km.connection_file)
         kwargs = await super().pre_launch(**kwargs)
         os.chown(km.connection_file, self.launch.uid, self.launch.gid)
         cmd = kwargs["cmd"]
-        if cmd and not os.path.isabs(cmd[0]):
-            cmd = [argv0, *cmd[1:]]
+        if cmd:
+            cmd = [os.path.abspath(cmd[0]) if os.path.isabs(cmd[0]) else argv0, *cmd[1:]]
         kwargs["cmd"] = self.launch.argv(cmd)
         path = os.pathsep.join(dict.fromkeys([os.path.dirname(argv0), "/usr/local/bin", "/usr/bin", "/bin"]))
         kwargs["env"] = self.launch.env(kwargs.get("env") or {}, km.kernel_spec.env or {}, path)
