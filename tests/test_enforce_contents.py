@@ -56,6 +56,8 @@ def requester(jp_fetch, token):
         return await jp_fetch(
             *parts, method=method, body=body, params=params, headers=auth(token),
             raise_error=False, allow_nonstandard_methods=True,
+            # Starting a sandboxed kernel on a loaded 2-core machine can take a while.
+            request_timeout=90,
         )
 
     return call

@@ -73,7 +73,7 @@ class Client:
                                                     "content": content or {}, "channel": channel}))
         return header["msg_id"]
 
-    async def recv(self, timeout=10):
+    async def recv(self, timeout=30):
         raw = await asyncio.wait_for(self.ws.read_message(), timeout)
         if raw is None:
             return None
@@ -86,7 +86,7 @@ class Client:
         msg["msg_type"] = msg["header"]["msg_type"]
         return msg
 
-    async def reply_to(self, msg_id, reply_type, timeout=10):
+    async def reply_to(self, msg_id, reply_type, timeout=30):
         """(the reply, iopub messages of that request) once the reply and idle have come."""
         reply, outputs, idle = None, [], False
         deadline = time.monotonic() + timeout
@@ -122,7 +122,8 @@ def connect(jp_http_port, jp_base_url):
 
     async def open_(kernel_id, token, protocol="json"):
         url = f"ws://localhost:{jp_http_port}{jp_base_url}api/kernels/{kernel_id}/channels"
-        ws = await websocket_connect(HTTPRequest(url, headers=auth(token)),
+        # Generous: a sandboxed kernel on a loaded 2-core CI machine can take a while.
+        ws = await websocket_connect(HTTPRequest(url, headers=auth(token), connect_timeout=90, request_timeout=90),
                                      subprotocols=[V1] if protocol == "v1" else None)
         assert ws.selected_subprotocol == (V1 if protocol == "v1" else None)
         client = Client(ws, protocol)

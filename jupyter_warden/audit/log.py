@@ -10,6 +10,7 @@ import io
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -247,3 +248,28 @@ def iter_lines(records: Iterable[AuditRecordView]) -> Iterator[str]:
             f"{r.actor:20} {r.action:18} {r.path if r.path is not None else '-'}"
             + (f"  ({r.reason})" if r.reason else "")
         )
+
+
+class DropRecords:
+    """One connection's records of dropped messages, at most one per ``interval`` seconds.
+
+    A flood of bad messages must not fill the log: between two records the
+    drops are counted, and the next record says how many were left out.
+    """
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def admit(self, details: dict | None) -> tuple[bool, dict | None]:
+        """(whether to write a record now, its details with the count left out)."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return False, details
+        self._last = now
+        if self._suppressed:
+            details = {**(details or {}), "suppressed_since_last": self._suppressed}
+            self._suppressed = 0
+        return True, details

@@ -27,6 +27,7 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from tornado import web
 from tornado.ioloop import PeriodicCallback
 
+from ..audit.log import DropRecords
 from ..policy.engine import Actor
 from ..policy.paths import BadPath
 from ..store import StoreUnavailable
@@ -163,8 +164,7 @@ class KernelChannelGuard:
         self.closing = False
         self._bucket = _TokenBucket(self.warden.kernel_message_rate, self.warden.kernel_message_burst)
         self._executions: collections.OrderedDict[str, dict] = collections.OrderedDict()
-        self._drops_suppressed = 0
-        self._last_drop_audit = 0.0
+        self._drop_records = DropRecords(_DROP_AUDIT_INTERVAL)
         self._identity_checked = time.monotonic()
         decision = kernel_decision(self.warden, self.multi_kernel_manager, handler.session_manager,
                                    self.actor, self.kernel_id)
@@ -385,16 +385,9 @@ class KernelChannelGuard:
 
     def _audit(self, action, outcome, reason=None, details=None, rate_limited=False) -> None:
         if rate_limited:
-            # A flood of bad messages must not fill the log: one record a second,
-            # counting the ones left out since the last.
-            now = time.monotonic()
-            if now - self._last_drop_audit < _DROP_AUDIT_INTERVAL:
-                self._drops_suppressed += 1
+            admitted, details = self._drop_records.admit(details)
+            if not admitted:
                 return
-            self._last_drop_audit = now
-            if self._drops_suppressed:
-                details = {**(details or {}), "suppressed_since_last": self._drops_suppressed}
-                self._drops_suppressed = 0
         self.warden.audit.record(
             self.actor.name, action, outcome, path=self.paths[0] if self.paths else None,
             reason=reason, client=self.websocket_handler.request.remote_ip,

@@ -20,6 +20,7 @@ from jupyter_server_ydoc.utils import room_id_from_encoded_path
 from pycrdt import create_sync_message
 from tornado import web
 
+from ..audit.log import DropRecords
 from ..policy.engine import Actor
 from ..policy.paths import BadPath, normalize_path
 from ..store import StoreUnavailable
@@ -147,8 +148,7 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
         self.closing = False
         self.may_write = self._may(WRITE)
         self.awareness_client: int | None = None
-        self._drops_suppressed = 0
-        self._last_drop_audit = 0.0
+        self._drop_records = DropRecords(_DROP_AUDIT_INTERVAL)
         self._identity_checked = time.monotonic()
         await super().prepare()
 
@@ -326,16 +326,9 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
 
     def _audit(self, action, outcome, reason=None, details=None, rate_limited=False) -> None:
         if rate_limited:
-            # A flood of refused changes must not fill the log: one record a second,
-            # counting the ones left out since the last.
-            now = time.monotonic()
-            if now - self._last_drop_audit < _DROP_AUDIT_INTERVAL:
-                self._drops_suppressed += 1
+            admitted, details = self._drop_records.admit(details)
+            if not admitted:
                 return
-            self._last_drop_audit = now
-            if self._drops_suppressed:
-                details = {**(details or {}), "suppressed_since_last": self._drops_suppressed}
-                self._drops_suppressed = 0
         self.warden.audit.record(
             self.actor.name, action, outcome, path=self.warden_path, reason=reason,
             client=self.request.remote_ip, details={"room": self._room_id, **(details or {})},
