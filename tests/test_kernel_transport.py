@@ -30,6 +30,13 @@ from jupyter_warden.enforce.transport import (
 
 
 @pytest.fixture
+def warden_config():
+    # The server's own transport, as used without the sandbox: a sandboxed
+    # kernel always gets ipc in its own folder (tests/test_sandbox.py).
+    return {"sandbox": "none"}
+
+
+@pytest.fixture
 def plain_kernel_spec(jp_kernel_dir):
     """An ipykernel whose kernelspec does not declare CurveZMQ support."""
     spec = jp_kernel_dir / "plain"
@@ -187,7 +194,7 @@ async def test_auto_puts_kernels_without_curve_on_private_unix_sockets(
 class TestIpc:
     @pytest.fixture
     def warden_config(self):
-        return {"kernel_transport": "ipc"}
+        return {"kernel_transport": "ipc", "sandbox": "none"}
 
     async def test_ipc_kernels_run_in_a_private_socket_folder(
         self, jp_fetch, jp_ws_fetch, jp_serverapp, warden, alice
@@ -209,7 +216,7 @@ class TestIpc:
 class TestCurveRequired:
     @pytest.fixture
     def warden_config(self):
-        return {"kernel_transport": "curve"}
+        return {"kernel_transport": "curve", "sandbox": "none"}
 
     async def test_a_kernel_without_curve_is_refused(
         self, jp_fetch, jp_serverapp, alice, plain_kernel_spec
