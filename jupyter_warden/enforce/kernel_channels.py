@@ -404,19 +404,12 @@ async def _maybe_await(value):
 
 def _current_account(warden, handler, account):
     """The request's credential looked up again; None once it no longer signs anyone in."""
-    from ..identity.provider import _AUTH_HEADER
-
-    if account.link_id is None and warden.identity == "proxy":
-        return warden.accounts.get_user(account.name)
-    header = handler.request.headers.get("Authorization", "").strip()
-    match = _AUTH_HEADER.fullmatch(header) if header else None
-    if match is not None:
-        fresh = warden.accounts.user_for_token(match.group(2))
-    else:
-        cookie = handler.get_secure_cookie(
-            handler.identity_provider.get_cookie_name(handler), max_age_days=warden.session_lifetime_days
-        )
-        fresh = warden.accounts.user_for_session(cookie.decode("ascii", "replace")) if cookie else None
+    try:
+        fresh = handler.identity_provider.account_for(warden, handler)
+    except web.HTTPError as e:
+        if e.status_code == 503:
+            raise StoreUnavailable(e.log_message) from None
+        return None
     if fresh is None or fresh.name != account.name or fresh.link_id != account.link_id:
         return None
     return fresh

@@ -65,7 +65,7 @@ class WardenIdentityProvider(IdentityProvider):
             # The extension did not load: nobody is signed in (fail closed).
             return None
         try:
-            account = self._account(warden, handler)
+            account = self.account_for(warden, handler)
         except web.HTTPError:
             # Error pages ask for the user again; they must not re-run this.
             handler.current_user = None
@@ -76,7 +76,8 @@ class WardenIdentityProvider(IdentityProvider):
         handler.warden_account = account
         return user
 
-    def _account(self, warden, handler) -> Account | None:
+    def account_for(self, warden, handler) -> Account | None:
+        """The account the request's credential names now (also used to re-check open websockets)."""
         try:
             if warden.identity == "proxy":
                 account = self._proxy_account(warden, handler)
