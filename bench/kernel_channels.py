@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import statistics
 import sys
@@ -114,6 +113,10 @@ class Kernel:
     def transport(self) -> str:
         """What the kernel listens on, from its connection file."""
         path = self.server.log_path.parent / f"{self.server.name}-runtime" / f"kernel-{self.kernel_id}.json"
+        if not path.exists():
+            # A sandboxed kernel's connection file is in its own run folder,
+            # and a sandboxed kernel always listens on ipc there.
+            return "ipc (sandboxed kernel, in its own folder)"
         info = json.loads(path.read_text())
         if info.get("curve_publickey"):
             return f"{info['transport']} + CurveZMQ"
@@ -266,6 +269,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="flooding cells per server and policy")
     parser.add_argument("--warden-arg", action="append", default=[],
                         help="extra option for the warden server, e.g. --Warden.kernel_transport=ipc")
+    parser.add_argument("--stock-arg", action="append", default=[],
+                        help="extra option for the stock server, e.g. --KernelManager.transport=ipc")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="warden-kchan-") as tmp:
@@ -286,7 +291,7 @@ def main(argv=None) -> int:
                 "c.ServerApp.jpserver_extensions = {'jupyter_warden': False}\n"
                 f"c.IdentityProvider.token = {stock_token!r}\n"
             )
-            stock = Server("stock", root, work, stock_token, [f"--config={stock_config}", NO_RATE_LIMIT])
+            stock = Server("stock", root, work, stock_token, [f"--config={stock_config}", NO_RATE_LIMIT, *args.stock_arg])
             servers.append(stock)
             for server in servers:
                 server.wait_ready()

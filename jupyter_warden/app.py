@@ -17,12 +17,13 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, List, Unicode, default, validate
 
 from .audit.log import AuditLog, load_or_create_key
+from .master_key import ENV_COMMAND, MasterKeyError, load_master_key
 from .identity.accounts import Accounts
 from .policy import PolicyEngine
 from .policy.changes import Policy
 from .identity.throttle import SignInThrottle
 from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
-from .enforce.authorizer import GuardedIdentityProvider, WardenAuthorizer
+from .enforce.authorizer import GuardedIdentityProvider, WardenAuthorizer, guarded_hub_identity_provider
 from .enforce.contents import hiding_contents_manager
 from .enforce.kernel_channels import GuardedGatewayConnection, GuardedZMQChannelsConnection, KernelConnections
 from .enforce.kernel_shares import KernelShares
@@ -30,7 +31,13 @@ from .enforce.sessions import owning_kernel_manager, owning_session_manager
 from .enforce.transport import MODES as KERNEL_TRANSPORTS
 from .enforce.transport import KernelTransport, private_transport_kernel_manager, secure_runtime_dir
 from .handlers import warden_handlers
+from .secrets.channel import VaultChannels
+from .secrets.vault import Vault
+from .sealed import KeyRing
+from .sealed.execution import SealedRuns
 from . import sandbox as sandboxing
+from .sandbox.notices import KernelEnds
+from .sandbox.watch import AccessWatch
 
 
 class Warden(ExtensionApp):
@@ -51,6 +58,23 @@ class Warden(ExtensionApp):
     def _default_state_dir(self):
         return default_state_dir()
 
+    master_key_command = List(
+        Unicode(),
+        help="""A command (argv list) whose standard output is the master key, 32
+        bytes in hex or base64: the hook for an external KMS. The key ring and
+        the vault are encrypted under the master key. $WARDEN_MASTER_KEY, if
+        set, comes first. Default: $WARDEN_MASTER_KEY_COMMAND (split like a
+        shell would), else none, and the key lives in STATE_DIR/master.key
+        (0600, made on first start). Losing the key loses every sealed cell
+        and secret.""",
+    ).tag(config=True)
+
+    @default("master_key_command")
+    def _default_master_key_command(self):
+        import shlex
+
+        return shlex.split(os.environ.get(ENV_COMMAND, ""))
+
     db_url = Unicode(
         help="""SQLAlchemy URL of the policy store, e.g.
         postgresql://warden@db/warden. Default: $WARDEN_DB, else SQLite
@@ -62,11 +86,38 @@ class Warden(ExtensionApp):
         return os.environ.get("WARDEN_DB") or default_db_url(self.state_dir)
 
     identity = Enum(
-        ["accounts", "proxy"],
+        ["accounts", "proxy", "jupyterhub"],
         default_value="accounts",
         help="""Where users come from. 'accounts': the warden's own accounts, with
         the sign-in page and API tokens. 'proxy': a trusted reverse proxy names
-        the user in `proxy_header`.""",
+        the user in `proxy_header`. 'jupyterhub': the server was started by
+        JupyterHub (jupyterhub-singleuser, as a user's server or a hub service),
+        and the hub's OAuth names the user, their groups and admin flag
+        (docs/jupyterhub.md).""",
+    ).tag(config=True)
+
+    hub_admins_are_admins = Bool(
+        False,
+        help="""In 'jupyterhub' identity mode, make the hub's admins admins of this
+        server too. Off by default: a hub admin gets only what the warden grants.""",
+    ).tag(config=True)
+
+    hub_admin_users = List(
+        Unicode(),
+        default_value=[],
+        help="""In 'jupyterhub' identity mode, the hub users who are admins of this
+        server, e.g. the instructor of a course server. In this mode the admin
+        flag is configuration: it is set from this list (and
+        hub_admins_are_admins) at each request, whatever the CLI set.""",
+    ).tag(config=True)
+
+    hub_cache_max_age = Int(
+        60,
+        help="""In 'jupyterhub' identity mode, how long (seconds) the hub's answer
+        about a user (their groups, admin flag, whether they may reach this
+        server) is reused before the hub is asked again: a change in the hub
+        takes effect here within this time. Sets HubOAuth.cache_max_age
+        (JupyterHub's default is 300) unless that is configured itself.""",
     ).tag(config=True)
 
     proxy_header = Unicode(
@@ -183,6 +234,15 @@ class Warden(ExtensionApp):
         notice; its status and reply still arrive.""",
     ).tag(config=True)
 
+    kernel_max_send_buffer_bytes = Int(
+        16 * 1024 * 1024,
+        help="""How much may wait in the server to be sent to one kernel websocket
+        whose client is slow or not reading, in bytes. Past it, output (IOPub) is
+        dropped and the client is told how much once it catches up; status
+        messages and replies still queue, up to twice this, and past that the
+        connection is closed (1008) and audited.""",
+    ).tag(config=True)
+
     kernel_max_incoming_bytes = Int(
         10 * 1024 * 1024,
         help="""The largest message a client may send on a kernel websocket, in
@@ -206,7 +266,9 @@ class Warden(ExtensionApp):
         0.25,
         help="""Seconds between re-checks of every open kernel websocket. A user who
         lost run on the notebook, or a kernel share, is disconnected within about
-        this time plus the policy poll interval.""",
+        this time plus the policy poll interval. Sandboxed kernels are re-checked
+        as often: one whose user lost read (or write) on a path mounted in it, or
+        run on its notebook, is shut down.""",
     ).tag(config=True)
 
     kernel_identity_recheck_interval = Float(
@@ -221,6 +283,22 @@ class Warden(ExtensionApp):
         websocket. A user who lost read is disconnected, and one who lost or
         gained write turns read-only or read-write, within about this time plus
         the policy poll interval.""",
+    ).tag(config=True)
+
+    document_max_message_bytes = Int(
+        16 * 1024 * 1024,
+        help="""The largest message a client may send on a collaboration (document)
+        websocket, in bytes; 0 for no limit (stock: 1 GB). A bigger one is dropped,
+        audited, and answered with a 'warden:refused' notice; a writer's change
+        that big, or a third message that big, closes the connection (1009). A
+        frame over 4 times the limit is not even read: the connection is closed.""",
+    ).tag(config=True)
+
+    document_nodelay = Bool(
+        True,
+        help="""Set TCP_NODELAY on collaboration (document) websockets, so that small
+        Y updates and awareness messages are sent at once instead of waiting on
+        Nagle's algorithm (stock leaves it on). docs/benchmarks.md has the numbers.""",
     ).tag(config=True)
 
     kernel_transport = Enum(
@@ -292,6 +370,16 @@ class Warden(ExtensionApp):
         default_value=[],
         help="""Who may reach the network from their kernels: 'user:NAME', 'group:NAME'
         or 'authenticated' (every user). Everyone else's kernels have no network at all.""",
+    ).tag(config=True)
+
+    workspace_dir = Unicode(
+        "users/{user}",
+        help="""Each user's own workspace: a folder under the served root ('{user}' is
+        their user name) bound into every kernel of theirs, wherever its notebook
+        is, at the same path and at their rights there (read-write where they may
+        write, read-only where they may only read; paths they may not read hidden).
+        Only if the folder exists and they may read it; the warden creates no folder
+        and gives no right. Its path is in $WARDEN_WORKSPACE. '' for none.""",
     ).tag(config=True)
 
     sandbox_max_entries = Int(
@@ -373,7 +461,10 @@ class Warden(ExtensionApp):
                 f"the served root {root} lies inside the warden state folder {state}; "
                 "choose a state folder outside the root (--state or WARDEN_STATE)"
             )
-        serverapp.identity_provider_class = GuardedIdentityProvider
+        if self.identity == "jupyterhub":
+            self._install_hub_identity(serverapp)
+        else:
+            serverapp.identity_provider_class = GuardedIdentityProvider
         serverapp.authorizer_class = WardenAuthorizer
         base = serverapp.contents_manager_class
         if not hasattr(base, "_get_os_path"):
@@ -397,6 +488,32 @@ class Warden(ExtensionApp):
         serverapp.session_manager_class = owning_session_manager(serverapp.session_manager_class)
         self._install_kernel_transport(serverapp)
         self._install_sandbox(serverapp)
+
+    def _install_hub_identity(self, serverapp):
+        if not os.environ.get("JUPYTERHUB_API_TOKEN"):
+            self._refuse(
+                "c.Warden.identity is 'jupyterhub' but this server was not started by JupyterHub "
+                "(no $JUPYTERHUB_API_TOKEN); start it with jupyterhub-singleuser from the hub "
+                "(docs/jupyterhub.md)"
+            )
+        try:
+            provider = guarded_hub_identity_provider()
+        except ImportError as e:
+            self._refuse(f"c.Warden.identity is 'jupyterhub' but JupyterHub can't be imported ({e}); "
+                         "pip install 'jupyter-warden[jupyterhub]'")
+        serverapp.identity_provider_class = provider
+
+        # JupyterHub's single-user extension links after this one (extensions
+        # link in name order) and installs its own provider, which would let
+        # everyone the hub lets in do everything: ours stays.
+        def keep_ours(change):
+            if not (isinstance(change.new, type) and issubclass(change.new, provider)):
+                self.log.debug("jupyter-warden: keeping its own identity provider over %s", change.new)
+                serverapp.identity_provider_class = provider
+
+        serverapp.observe(keep_ours, "identity_provider_class")
+        if "cache_max_age" not in serverapp.config.HubOAuth:
+            serverapp.config.HubOAuth.cache_max_age = self.hub_cache_max_age
 
     def _install_kernel_transport(self, serverapp):
         secure_runtime_dir(serverapp.runtime_dir, self.log)
@@ -426,7 +543,20 @@ class Warden(ExtensionApp):
         self.accounts = Accounts(self.store)
         self.engine = PolicyEngine(self.store, poll_interval=self.policy_poll_interval)
         self.policy = Policy(self.store, on_change=self.engine.invalidate)
+        if self.identity == "jupyterhub":
+            self._check_hub_identity()
+            # Hub users and groups get accounts when they first arrive; a grant
+            # may name them before that.
+            self.policy.create_missing_subjects = True
         self.audit = AuditLog(self.store, load_or_create_key(self.state_dir))
+        try:
+            self.master_key = load_master_key(self.state_dir, self.master_key_command)
+        except (MasterKeyError, OSError) as e:
+            self._refuse(str(e))
+        self.vault = Vault(self.store, self.master_key, self.policy)
+        self.vault_channels = VaultChannels(self)
+        self.key_ring = KeyRing(self.store, self.master_key)
+        self.sealed_runs = SealedRuns(self.key_ring)
         self.throttle = SignInThrottle(
             free_attempts=self.signin_free_attempts,
             base_delay=self.signin_base_delay,
@@ -438,6 +568,7 @@ class Warden(ExtensionApp):
         self.kernel_shares.on_revoke.append(self.kernel_connections.recheck)
         # The same registry and timer, for collaboration websockets (enforce/rtc.py).
         self.document_connections = KernelConnections(self.document_recheck_interval)
+        self.kernel_ends = KernelEnds()
         self._start_sandbox()
         self.settings["warden"] = self
         self.log.info(
@@ -446,6 +577,12 @@ class Warden(ExtensionApp):
             self.store.display_url,
             self.identity,
         )
+
+    def _check_hub_identity(self):
+        provider = self.serverapp.identity_provider
+        if not isinstance(provider, guarded_hub_identity_provider()):
+            self._refuse(f"c.Warden.identity is 'jupyterhub' but the server's identity provider is "
+                         f"{type(provider).__name__}, not the warden's")
 
     def _start_sandbox(self):
         kernel_manager = self.serverapp.kernel_manager
@@ -496,14 +633,13 @@ class Warden(ExtensionApp):
             max_entries=self.sandbox_max_entries,
             max_age=self.kernel_max_age,
             log=self.log,
+            workspace=self.workspace_dir,
         )
+        self.sandbox_watch = AccessWatch(self, self.kernel_recheck_interval)
         kernel_manager.warden_app = self
         self.log.info("jupyter-warden: kernels sandboxed by bubblewrap, uids %d-%d", first, last)
-        cgroup2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-        self.log.info(
-            "jupyter-warden: no cgroup limits on kernels (memory.max, pids.max): %s; rlimits only",
-            "the warden does not create cgroups yet" if cgroup2 else "this host has no cgroup v2 hierarchy",
-        )
+        self.log.info("jupyter-warden: no cgroup limits on kernels (memory.max, pids.max): %s; rlimits only",
+                      sandboxing.cgroup_v2_problem() or "the warden does not create cgroups yet")
 
     def initialize_handlers(self):
         self.handlers.extend(warden_handlers())
@@ -555,9 +691,15 @@ class Warden(ExtensionApp):
             connections = getattr(self, registry, None)
             if connections is not None:
                 connections.stop()
+        watch = getattr(self, "sandbox_watch", None)
+        if watch is not None:
+            watch.stop()
         transport = getattr(self, "transport", None)
         if transport is not None:
             transport.close()
+        channels = getattr(self, "vault_channels", None)
+        if channels is not None:
+            await channels.close_all()
         store = getattr(self, "store", None)
         if store is not None:
             store.dispose()

@@ -23,6 +23,19 @@ from .policy.changes import Audited, Policy, PolicyError
 from .policy.engine import Actor, PolicyEngine
 from .policy.levels import CAPABILITIES, LEVELS, LINK_LEVELS
 from .policy.paths import BadPath, normalize_path
+from .secrets.vault import VaultError
+from .master_key import MasterKeyError, load_master_key
+from .sealed import (
+    DEFAULT_TAG,
+    ROLES,
+    KeyRing,
+    KeyRingError,
+    PlaceholderError,
+    UnsealError,
+    seal_notebook,
+    unseal_notebook,
+)
+from .sealed.notebook import write_atomically
 from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
 
 
@@ -178,7 +191,7 @@ def _record_refusal(args, error: Exception) -> None:
     if log is None or action is None:
         return
     path = getattr(args, "path", None)
-    asked = {k: getattr(args, k, None) for k in ("name", "to", "level", "label", "id")}
+    asked = {k: getattr(args, k, None) for k in ("name", "to", "level", "label", "id", "key", "role")}
     try:
         log.record(
             cli_actor(),
@@ -450,6 +463,80 @@ def cmd_explain(args):
             print(f"  not counted, outside its time window: grant #{g.id} ({g.subject} {g.level} on {_shown(g.path)}){_window(g)}")
 
 
+# -- secrets ----------------------------------------------------------------
+
+
+def _vault(args, need_key: bool = False):
+    """The store's vault (as the operator: every secret), the audit log opened for the change."""
+    from .master_key import MasterKeyError, load_master_key
+    from .secrets.vault import Vault
+
+    store = open_store(args)
+    open_audit(args, store)
+    key = None
+    if need_key:
+        try:
+            key = load_master_key(state_dir_of(args))
+        except (MasterKeyError, OSError) as e:
+            raise Refused(f"the master key can't be loaded: {e}") from None
+    return Vault(store, key, Policy(store))
+
+
+def _read_secret_value(name: str) -> str:
+    stdin = sys.stdin
+    if stdin is None or stdin.closed:
+        raise Refused(f"no value for secret {name!r}: give it on standard input")
+    if stdin.isatty():
+        return getpass.getpass(f"Value of {name} (not echoed): ")
+    value = stdin.read()
+    # One trailing newline is the pipe's (echo), not the secret's.
+    if value.endswith("\r\n"):
+        value = value[:-2]
+    elif value.endswith("\n"):
+        value = value[:-1]
+    if not value:
+        raise Refused(
+            f"standard input was empty, so secret {name!r} was not set: pipe the value in, "
+            f"e.g. `printf %s \"$VALUE\" | jupyter-warden secrets set {name}`"
+        )
+    return value
+
+
+def cmd_secrets_set(args):
+    from .secrets.vault import check_name
+
+    check_name(args.name)
+    vault = _vault(args, need_key=True)
+    value = _read_secret_value(args.name)
+    info, created = vault.set(args.name, value, None, args.owner, audited=audited(args))
+    print(f"secret {info.name} {'created' if created else 'replaced'}, owned by {info.owner}")
+
+
+def cmd_secrets_grant(args):
+    info = _vault(args).grant(args.name, args.to, None, audited=audited(args))
+    print(f"secret {info.name} granted to {', '.join(info.grants)}")
+
+
+def cmd_secrets_revoke(args):
+    info = _vault(args).revoke(args.name, args.to, None, audited=audited(args))
+    left = ", ".join(info.grants) or "nobody else"
+    print(f"{args.to} may no longer read secret {info.name}; granted to: {left}")
+
+
+def cmd_secrets_list(args):
+    secrets_ = _vault(args).list(None)
+    if not secrets_:
+        print("no secrets")
+    for info in secrets_:
+        granted = ", ".join(info.grants) or "-"
+        print(f"{info.name:32} owner {info.owner:24} granted to {granted}  (updated {_fmt_time(info.updated)})")
+
+
+def cmd_secrets_remove(args):
+    _vault(args).remove(args.name, None, audited=audited(args))
+    print(f"secret {args.name} removed")
+
+
 # -- share links -----------------------------------------------------------
 
 LINK_URL_PATH = "/warden/link/"
@@ -546,6 +633,106 @@ def cmd_label_list(args):
         print(f"{label.name} (on {_shown(label.path)}): {_label_rules(label)}")
 
 
+# -- keys and sealing --------------------------------------------------------
+
+
+def _key_ring(args) -> KeyRing:
+    """The key ring, unwrapped with the master key the server uses, the audit log opened."""
+    store = open_store(args)
+    open_audit(args, store)
+    return KeyRing(store, load_master_key(state_dir_of(args)))
+
+
+def cmd_keys_create(args):
+    info = _key_ring(args).create(args.name, by=cli_actor(), audited=audited(args))
+    print(f"sealing key {info.name} created (version 1); grant it with `keys grant {info.name} --to SUBJECT`")
+
+
+def cmd_keys_grant(args):
+    info = _key_ring(args).grant(args.name, args.to, role=args.role, by=cli_actor(), audited=audited(args))
+    print(f"{args.to} may now {'manage' if args.role == 'manage' else 'use'} sealing key {info.name}")
+
+
+def cmd_keys_revoke(args):
+    info = _key_ring(args).revoke(args.name, args.to, audited=audited(args))
+    print(f"{args.to} may no longer use sealing key {info.name}; their next sealed run is refused")
+
+
+def cmd_keys_rotate(args):
+    info = _key_ring(args).rotate(args.name, audited=audited(args))
+    print(
+        f"sealing key {info.name} is now at version {info.current_version}; cells sealed under "
+        f"older versions still open. Re-seal them with `seal` to move them to version {info.current_version}."
+    )
+
+
+def cmd_keys_list(args):
+    ring = KeyRing(open_store(args), None)  # listing never unwraps material
+    keys = ring.list_keys()
+    if not keys:
+        print("(no sealing keys; see `jupyter-warden keys create --help`)")
+    for k in keys:
+        grants = ", ".join(f"{s}" + (" (manage)" if r == "manage" else "") for s, r in k.grants) or "(nobody)"
+        print(f"{k.name}: version {k.current_version} of {len(k.versions)}, created {_fmt_time(k.created)}; used by {grants}")
+
+
+def _read_notebook(path: str):
+    import nbformat
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return nbformat.read(f, as_version=4)
+    except OSError as e:
+        raise Refused(f"can't read {path}: {e.strerror}") from None
+    except Exception as e:  # nbformat's NotJSONError, validation errors
+        raise Refused(f"{path} is not a Jupyter notebook: {str(e).splitlines()[0][:200]}") from None
+
+
+def _write_notebook(nb, path: str, mode: int) -> None:
+    import nbformat
+
+    try:
+        write_atomically(path, nbformat.writes(nb) + "\n", mode=mode)
+    except OSError as e:
+        raise Refused(f"can't write {path}: {e.strerror}") from None
+
+
+def _check_output(args) -> None:
+    src, out = Path(args.src), Path(args.output)
+    if out.exists() and src.exists() and os.path.samefile(src, out):
+        raise Refused(
+            f"{args.output} is the source notebook: sealing or unsealing in place would overwrite "
+            "the only copy; write to another file, then move it"
+        )
+
+
+def cmd_seal(args):
+    _check_output(args)
+    nb = _read_notebook(args.src)
+    ring = _key_ring(args)
+    report = seal_notebook(nb, ring, args.key, tag=args.tag)
+    _write_notebook(nb, args.output, 0o644)
+    record(args, key=args.key, src=str(Path(args.src).resolve()), out=str(Path(args.output).resolve()),
+           sealed=report.sealed or None, resealed=report.resealed or None)
+    print(
+        f"{args.output}: {len(report.sealed)} cell(s) sealed, {len(report.resealed)} re-sealed, "
+        f"{len(report.unchanged)} already sealed, under key {args.key}"
+    )
+
+
+def cmd_unseal(args):
+    _check_output(args)
+    nb = _read_notebook(args.src)
+    ring = _key_ring(args)
+    opened = unseal_notebook(nb, ring)
+    if not opened:
+        raise Refused(f"{args.src} has no sealed cell; nothing to unseal")
+    # Clear text of sealed cells: readable by the one who asked only.
+    _write_notebook(nb, args.output, 0o600)
+    record(args, src=str(Path(args.src).resolve()), out=str(Path(args.output).resolve()), cells=opened)
+    print(f"{args.output}: {len(opened)} cell(s) unsealed (the file is 0600: it holds their clear source)")
+
+
 # -- audit -----------------------------------------------------------------
 
 
@@ -619,7 +806,13 @@ def cmd_demo(args):
     args.db = args.db or default_db_url(args.state)
     root = Path(args.root or home / "notebooks").expanduser().resolve()
     store = open_store(args)
-    users = prepare_demo(store, root, audit=open_audit(args, store), actor=cli_actor())
+    from .master_key import MasterKeyError, load_master_key
+
+    try:
+        master_key = load_master_key(args.state)
+    except (MasterKeyError, OSError) as e:
+        raise Refused(f"the master key can't be loaded: {e}") from None
+    users = prepare_demo(store, root, audit=open_audit(args, store), actor=cli_actor(), master_key=master_key)
     store.dispose()
     url = f"http://{args.ip}:{args.port}/lab"
     state = state_dir_of(args)
@@ -633,6 +826,7 @@ def cmd_demo(args):
     demo_cli = f"jupyter-warden {{}} --state {state}"
     for question in [
         "access cs101/assignment-01.ipynb",
+        "keys list",
         "explain bob write cs101/assignment-01.ipynb",
         "link create alice/private-notes.ipynb --level read",
         "audit tail",
@@ -660,7 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="jupyter-warden",
         description="Administer a jupyter-warden server: accounts, groups, access to paths, "
-        "share links, labels, the audit log, and the server itself.",
+        "share links, labels, secrets, the audit log, and the server itself.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -799,6 +993,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub(labels, "list", cmd_label_list, "List label definitions, or the labels in force on PATH.")
     p.add_argument("path", nargs="?", type=policy_path, metavar="PATH")
 
+    vault = actions("secrets", "Keep secrets in the vault and grant them to users' kernels.")
+    p = sub(vault, "set", cmd_secrets_set, "Create secret NAME or replace its value; the value is read from "
+            "standard input (prompted for, not echoed, on a terminal).", audit="secret.set")
+    p.add_argument("name", metavar="NAME", help="letters, digits and _, not starting with a digit")
+    p.add_argument("--owner", type=_subject_type("user", "group"), metavar="SUBJECT",
+                   help="user:NAME or group:NAME; needed for a new secret")
+    p = sub(vault, "grant", cmd_secrets_grant, "Let SUBJECT's kernels read secret NAME.", audit="secret.grant")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", required=True, type=_subject_type("user", "group"), metavar="SUBJECT",
+                   help="user:NAME, group:NAME or authenticated")
+    p = sub(vault, "revoke", cmd_secrets_revoke, "Take back SUBJECT's grant on secret NAME.", audit="secret.revoke")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", required=True, type=_subject_type("user", "group"), metavar="SUBJECT",
+                   help="user:NAME, group:NAME or authenticated")
+    sub(vault, "list", cmd_secrets_list, "List secrets: names, owners and grants; never values.")
+    p = sub(vault, "remove", cmd_secrets_remove, "Delete secret NAME and its grants.", audit="secret.remove")
+    p.add_argument("name", metavar="NAME")
+
+    keys = actions("keys", "The key ring of sealed cells: create, grant, revoke, rotate and list keys.")
+    p = sub(keys, "create", cmd_keys_create, "Create a sealing key (its version 1).", audit="key.create")
+    p.add_argument("name", metavar="NAME")
+    p = sub(keys, "grant", cmd_keys_grant, "Let SUBJECT use (or manage) the key NAME.", audit="key.grant")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", required=True, type=_subject_type("user", "group"), metavar="SUBJECT", help="user:NAME, group:NAME or authenticated")
+    p.add_argument("--role", choices=list(ROLES), default="use", help="use (default): run, seal, unseal; manage: also grant, revoke, rotate")
+    p = sub(keys, "revoke", cmd_keys_revoke, "Take back SUBJECT's use of the key NAME.", audit="key.revoke")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", required=True, type=_subject_type("user", "group"), metavar="SUBJECT", help="user:NAME, group:NAME or authenticated")
+    p = sub(keys, "rotate", cmd_keys_rotate, "Give the key NAME a new current version; older cells still open.", audit="key.rotate")
+    p.add_argument("name", metavar="NAME")
+    sub(keys, "list", cmd_keys_list, "List sealing keys, their versions and who may use them.")
+
+    p = sub(
+        commands,
+        "seal",
+        cmd_seal,
+        "Seal the code cells of SRC tagged TAG under key NAME and write the result to OUT "
+        "(never over SRC). Cells sealed under an older version of the key are re-sealed.",
+        audit="notebook.seal",
+    )
+    p.add_argument("src", metavar="SRC.ipynb")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.ipynb")
+    p.add_argument("--key", required=True, metavar="NAME", help="the sealing key (see `keys list`)")
+    p.add_argument("--tag", default=DEFAULT_TAG, help=f"the cell tag that marks cells to seal (default: {DEFAULT_TAG})")
+    p = sub(
+        commands,
+        "unseal",
+        cmd_unseal,
+        "Write SRC with its sealed cells in clear text to OUT (mode 0600; never over SRC).",
+        audit="notebook.unseal",
+    )
+    p.add_argument("src", metavar="SRC.ipynb")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.ipynb")
+
     audit = actions("audit", "Read, check and export the audit log.")
     p = sub(audit, "tail", cmd_audit_tail, "Print the newest audit records.")
     p.add_argument("-n", type=_positive, default=20, metavar="N", help="how many (default: 20)")
@@ -811,12 +1059,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "serve" and args.jupyter_args[:1] == ["--"]:
-        args.jupyter_args = args.jupyter_args[1:]
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "serve":
+        # Jupyter's own options (--ServerApp.x=y) pass through; argparse
+        # would otherwise take them for unknown options of ours.
+        if args.jupyter_args[:1] == ["--"]:
+            args.jupyter_args = args.jupyter_args[1:]
+        args.jupyter_args = unknown + args.jupyter_args
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.func(args)
-    except (Refused, AccountError, PolicyError, StoreError) as e:
+    except (
+        Refused, AccountError, PolicyError, StoreError, VaultError,
+        KeyRingError, PlaceholderError, UnsealError, MasterKeyError,
+    ) as e:
         _record_refusal(args, e)
         print(f"jupyter-warden: {e}", file=sys.stderr)
         return 1

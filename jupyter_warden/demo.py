@@ -1,4 +1,4 @@
-"""The embedded demo: its accounts, its group, its notebooks, shares and label.
+"""The embedded demo: its accounts, its group, its notebooks, shares, label and sealed assignment.
 
 ``prepare_demo`` is idempotent: run again, it adds only what is missing and
 never overwrites a notebook, a password, a grant or a label someone changed.
@@ -16,6 +16,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from .audit.log import AuditLog
 from .identity.accounts import Accounts
 from .policy.changes import Policy
+from .sealed import KeyRing, seal_notebook
 from .store import Store
 
 DEMO_USERS = {
@@ -34,7 +35,10 @@ DEMO_GRANTS = [
     ("cs101/assignment-01.ipynb", "group:cs101", "read-run"),
     ("shared", "user:bob", "read-write"),
     ("team/analysis.ipynb", "user:carol", "read-write-run"),
+    ("team/secrets.ipynb", "user:carol", "read-write-run"),
 ]
+# A vault secret of carol's, read by team/secrets.ipynb; its value is random per demo.
+DEMO_SECRET = ("DEMO_DB_PASSWORD", "user:carol")
 DEMO_LABEL = {
     "name": "confidential",
     "banner": "CONFIDENTIAL — do not share",
@@ -42,6 +46,8 @@ DEMO_LABEL = {
     "no_links": True,
 }
 DEMO_LABELLED = "alice"
+# The assignment's checking cell is sealed under this key, which the class may use.
+DEMO_SEALED = ("cs101/assignment-01.ipynb", "cs101-checks", "group:cs101")
 
 # What each user can try, for the demo's banner.
 DEMO_TRIES = {
@@ -51,12 +57,14 @@ DEMO_TRIES = {
     ],
     "bob": [
         "reads cs101/lecture-01, runs cs101/assignment-01 but can't save it",
+        "runs the assignment's sealed check cell and sees its output, never its code",
         "edits shared/ but can't run code there",
         "can't see team/ or alice/",
     ],
     "carol": [
         "reads cs101/, runs the assignment",
         "edits and runs team/analysis.ipynb",
+        "runs team/secrets.ipynb: it reads her vault secret DEMO_DB_PASSWORD; the output shows [secret]",
         "can't see shared/ or alice/",
     ],
 }
@@ -89,8 +97,9 @@ def _notebooks() -> dict[str, nbformat.NotebookNode]:
                 ),
                 new_code_cell("def mean(xs):\n    ...\n"),
                 new_code_cell(
-                    "# check: sealed for students once sealed cells land\n"
-                    "assert mean([1, 2, 3]) == 2\nassert mean([5]) == 5\nprint('all checks passed')",
+                    "# The instructor's check: students run it, and see its output, never this code.\n"
+                    "assert mean([1, 2, 3]) == 2, 'mean([1, 2, 3]) should be 2'\n"
+                    "assert mean([5]) == 5, 'mean([5]) should be 5'\nprint('all checks passed')",
                     metadata={"tags": ["sealed"]},
                 ),
             ]
@@ -107,6 +116,22 @@ def _notebooks() -> dict[str, nbformat.NotebookNode]:
             cells=[
                 new_markdown_cell("# Team analysis\n\nCarol may read, edit and run this notebook."),
                 new_code_cell("data = [3, 1, 4, 1, 5, 9, 2, 6]\nsum(data) / len(data)"),
+            ]
+        ),
+        "team/secrets.ipynb": new_notebook(
+            cells=[
+                new_markdown_cell(
+                    "# Reading a secret from the vault\n\n`DEMO_DB_PASSWORD` is Carol's secret "
+                    "(`jupyter-warden secrets list`). Her kernel reads it over its own socket; "
+                    "wherever the value would show in an output, it is masked. Masking is a "
+                    "safety net, not a barrier: see docs/secrets.md."
+                ),
+                new_code_cell(
+                    "from jupyter_warden import secrets\n\n"
+                    "password = secrets.get(\"DEMO_DB_PASSWORD\")\n"
+                    "print(\"the password is\", password)  # shows [secret]\n"
+                    "print(\"it has\", len(password), \"characters\")"
+                ),
             ]
         ),
         "alice/private-notes.ipynb": new_notebook(
@@ -128,9 +153,13 @@ def write_notebook_atomically(path: Path, notebook: nbformat.NotebookNode) -> No
 
 
 def prepare_demo(
-    store: Store, root: Path, audit: AuditLog | None = None, actor: str = "demo"
+    store: Store, root: Path, audit: AuditLog | None = None, actor: str = "demo", master_key=None
 ) -> dict[str, tuple[str, str]]:
-    """Add whatever of the demo is missing; each policy change is audited if ``audit``."""
+    """Add whatever of the demo is missing; each policy change is audited if ``audit``.
+
+    With the server's ``master_key``, Carol's demo secret is put in the vault
+    and the assignment's tagged cell is sealed too.
+    """
     def note(action, path=None, grant_id=None, **details):
         if audit is not None:
             audit.record(actor, action, "allow", path=path, grant_id=grant_id, details=details)
@@ -153,6 +182,9 @@ def prepare_demo(
         if not path.exists():
             write_notebook_atomically(path, notebook)
     _prepare_policy(Policy(store), note, actor)
+    if master_key is not None:
+        _prepare_secret(store, master_key, note)
+        _prepare_sealed(KeyRing(store, master_key), root, note, actor)
     return {name: (password, role) for name, (password, role, _admin) in DEMO_USERS.items()}
 
 
@@ -169,3 +201,33 @@ def _prepare_policy(policy: Policy, note, actor: str) -> None:
             continue  # someone's own change (or an earlier run) stays as it is
         ref = policy.grant(path, subject, level, by=actor)
         note("grant.create", path=path, grant_id=ref.id, subject=subject, level=level)
+
+
+def _prepare_secret(store: Store, master_key, note) -> None:
+    import secrets
+
+    from .secrets.vault import Vault
+
+    vault = Vault(store, master_key)
+    name, owner = DEMO_SECRET
+    if name not in {info.name for info in vault.list(None)}:
+        vault.set(name, f"demo-{secrets.token_hex(8)}", None, owner)
+        note("secret.set", secret=name, owner=owner, op="create")
+
+
+def _prepare_sealed(ring: KeyRing, root: Path, note, actor: str) -> None:
+    path, key, subject = DEMO_SEALED
+    if key not in {k.name for k in ring.list_keys()}:
+        ring.create(key, by=actor)
+        note("key.create", key=key, version=1)
+    if not any(s == subject for s, _role in ring.get(key).grants):
+        ring.grant(key, subject, by=actor)
+        note("key.grant", key=key, subject=subject, role="use")
+    notebook = nbformat.read(root / path, as_version=4)
+    tagged = [c for c in notebook.cells if "sealed" in (c.metadata.get("tags") or [])]
+    if not tagged:
+        return  # someone untagged the cell: their choice stays
+    report = seal_notebook(notebook, ring, key)
+    if report.changed:
+        write_notebook_atomically(root / path, notebook)
+        note("notebook.seal", path=path, key=key, sealed=report.sealed, resealed=report.resealed)

@@ -3,7 +3,7 @@
 # missing: those named as arguments, or by default all that the tests need.
 # Run as root, or with sudo at hand.
 set -euo pipefail
-if [ $# -gt 0 ]; then packages=("$@"); else packages=(postgresql chromium bubblewrap); fi
+if [ $# -gt 0 ]; then packages=("$@"); else packages=(postgresql chromium bubblewrap nodejs); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

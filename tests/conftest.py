@@ -7,6 +7,7 @@ SQLite; `.ci/run` does both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,21 +23,30 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 POSTGRES = os.environ.get("WARDEN_TEST_POSTGRES")
 
 
-@pytest.fixture
-def warden_db_url(tmp_path):
-    """A fresh, empty database for one test."""
+@contextlib.contextmanager
+def fresh_database(folder):
+    """A fresh, empty database: SQLite in ``folder``, or one made on WARDEN_TEST_POSTGRES and dropped after."""
     if not POSTGRES:
-        yield f"sqlite:///{tmp_path / 'state' / 'warden.db'}"
+        yield f"sqlite:///{folder / 'state' / 'warden.db'}"
         return
     admin_url = make_url(POSTGRES).set(drivername="postgresql+psycopg")
     name = f"warden_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def warden_db_url(tmp_path):
+    """A fresh, empty database for one test."""
+    with fresh_database(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

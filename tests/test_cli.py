@@ -172,3 +172,16 @@ def test_the_demo_is_idempotent(tmp_path):
     assert accounts.verify_password("alice", users["alice"][0]) is not None
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.ipynb")) == notebooks
     store.dispose()
+
+
+def test_serve_passes_jupyter_options_through_and_other_commands_refuse_unknown_ones(capsys, monkeypatch):
+    from jupyter_warden import cli
+
+    launched = []
+    monkeypatch.setattr(cli, "_launch_lab", launched.append)
+    cli.main(["serve", "--root", "/", "--ServerApp.base_url=/x/"])
+    assert "--ServerApp.base_url=/x/" in launched[0]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["audit", "tail", "--ServerApp.base_url=/x/"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --ServerApp.base_url=/x/" in capsys.readouterr().err

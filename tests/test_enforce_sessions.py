@@ -125,3 +125,33 @@ async def test_kernels_and_sessions_belong_to_their_owner(jp_fetch, jp_ws_fetch,
 
 def warden_kernels(warden):
     return warden.serverapp.kernel_manager
+
+
+async def test_jupyterlabs_placeholder_session_path_needs_run_on_a_notebook_beside_it(jp_fetch, jp_ws_fetch, people):
+    """JupyterLab starts a session at FOLDER/<uuid4>, then PATCHes it to the notebook.
+
+    carol may run course/nb.ipynb alone (no grant on the folder): she gets the
+    session, but its kernel is hers to use only once it names the notebook.
+    """
+    import uuid
+
+    placeholder = f"course/{uuid.uuid4()}"
+    for who in ("fay", "dave", "erin"):
+        refused = await requester(jp_fetch, people[who])("api", "sessions", method="POST", body=_session(placeholder))
+        assert refused.code == 404, who
+    carol = requester(jp_fetch, people["carol"])
+    made = await carol("api", "sessions", method="POST", body=_session(placeholder))
+    assert made.code == 201, made.body
+    session = json.loads(made.body)
+    kernel_id = session["kernel"]["id"]
+    with pytest.raises(HTTPClientError) as refused:
+        await jp_ws_fetch("api", "kernels", kernel_id, "channels", headers=auth(people["carol"]))
+    assert refused.value.code in (403, 404)
+    moved = await carol("api", "sessions", session["id"], method="PATCH", body={"path": "course/nb.ipynb"})
+    assert moved.code == 200, moved.body
+    ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", headers=auth(people["carol"]))
+    ws.close()
+    # Moving it onto a notebook she may not run is refused.
+    elsewhere = await carol("api", "sessions", session["id"], method="PATCH", body={"path": "course/other.ipynb"})
+    assert elsewhere.code in (403, 404)
+    await carol("api", "sessions", session["id"], method="DELETE")

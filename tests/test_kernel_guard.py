@@ -8,8 +8,12 @@ Kernels are slow to start, so each test reuses one or two of them.
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime as dt
 import hashlib
 import json
+import os
+import socket
 import time
 import uuid
 
@@ -23,6 +27,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from conftest import auth
+from jupyter_warden.enforce.kernel_channels import _pending_bytes as kpending
 from test_enforce_contents import NOTEBOOK, requester
 
 V1 = "v1.kernel.websocket.jupyter.org"
@@ -265,13 +270,25 @@ async def test_execution_audit(jp_fetch, connect, warden, people):
     await alice.reply_to(msg_id, "execute_reply")
     reply, _ = await alice.execute("1/0")
     assert reply["content"]["status"] == "error"
+    # A request queued behind a failing one (stop_on_error) is aborted by the kernel.
+    failing = await alice.send("shell", "execute_request", {"code": "import time; time.sleep(1); 1/0",
+                                                            "silent": False, "stop_on_error": True})
+    queued = await alice.send("shell", "execute_request", {"code": "'never run'", "silent": False})
+    statuses = {}
+    while len(statuses) < 2:  # both replies, whatever order their messages interleave in
+        msg = await alice.recv()
+        if msg["msg_type"] == "execute_reply" and msg["parent_header"]["msg_id"] in (failing, queued):
+            statuses[msg["parent_header"]["msg_id"]] = msg["content"]["status"]
+    assert statuses == {failing: "error", queued: "aborted"}
     run = [r for r in records(warden, "kernel.execute", "alice") if r.details["msg_id"] == msg_id][0]
     assert run.path == NB and run.details["kernel"] == kernel
     assert run.details["sha256"] == hashlib.sha256(code.encode()).hexdigest()
     assert "code" not in run.details and "hunter2" not in json.dumps(run.details)
     outcomes = records(warden, "kernel.execute_reply", "alice")
-    assert [r.outcome for r in outcomes[-2:]] == ["ok", "error"]
-    assert outcomes[-2].details["sha256"] == run.details["sha256"]
+    assert [r.outcome for r in outcomes[-4:]] == ["ok", "error", "error", "aborted"]
+    assert outcomes[-4].details["sha256"] == run.details["sha256"]
+    assert outcomes[-1].details["msg_id"] == queued
+    assert outcomes[-1].details["sha256"] == hashlib.sha256(b"'never run'").hexdigest()
     # With audit_code on, the text is kept too.
     warden.audit_code = True
     await alice.execute("y = 2")
@@ -337,8 +354,17 @@ async def test_revoked_grant_closes_the_socket_within_a_second(jp_fetch, connect
     assert code == 1008 and "no run on 'course/nb.ipynb'" in reason
     assert records(warden, "kernel.disconnect", "bob")[-1].outcome == "deny"
 
+    if warden.sandbox_runner is not None:
+        # The sandboxed kernel itself is stopped too: its mounts relied on bob's read.
+        deadline = time.monotonic() + 10
+        while kernel in warden.serverapp.kernel_manager:
+            assert time.monotonic() < deadline, "the kernel outlived its user's access"
+            await asyncio.sleep(0.1)
+
     # A revoked token ends the connection too.
     warden.policy.grant("course", "user:bob", "read-run")
+    if kernel not in warden.serverapp.kernel_manager:
+        kernel = await start_kernel(jp_fetch, people["bob"])
     bob = await connect(kernel, people["bob"], protocol)
     token_id = warden.accounts.list_tokens("bob")[0].id
     started = time.monotonic()
@@ -346,3 +372,262 @@ async def test_revoked_grant_closes_the_socket_within_a_second(jp_fetch, connect
     code, reason = await bob.wait_closed()
     assert time.monotonic() - started < 1.5
     assert code == 1008 and "sign-in ended" in reason
+
+
+class RawSocket:
+    """A websocket client on a bare socket, with a fixed receive buffer: it reads only when asked.
+
+    tornado's own client keeps pulling data off the socket into memory; this
+    one lets the server see a client that has stopped reading."""
+
+    def __init__(self, sock):
+        self.sock, self.buffer, self.close_code, self.close_reason = sock, b"", None, None
+
+    @classmethod
+    async def connect(cls, port, path, token, protocol):
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        # Fixed, not autotuned; above loopback's MSS (64 KiB), or TCP would stall the reads.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
+                 f"Authorization: token {token}"]
+        if protocol == "v1":
+            lines.append(f"Sec-WebSocket-Protocol: {V1}")
+        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        client = cls(sock)
+        while b"\r\n\r\n" not in client.buffer:
+            client.buffer += await client._recv_some()
+        head, client.buffer = client.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return client
+
+    async def _recv_some(self) -> bytes:
+        data = await asyncio.get_running_loop().sock_recv(self.sock, 65536)
+        if not data:
+            raise ConnectionResetError
+        return data
+
+    async def _take(self, n):
+        while len(self.buffer) < n:
+            self.buffer += await self._recv_some()
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    async def write_message(self, data, binary=False):
+        data = data.encode() if isinstance(data, str) else data
+        mask = os.urandom(4)
+        n = len(data)
+        head = bytes([0x82 if binary else 0x81])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        await asyncio.get_running_loop().sock_sendall(self.sock, head + mask + masked)
+
+    async def read_message(self):
+        """The next text or binary message; None once the connection ends."""
+        try:
+            while True:
+                first, second = await self._take(2)
+                n = second & 0x7F
+                if n == 126:
+                    n = int.from_bytes(await self._take(2), "big")
+                elif n == 127:
+                    n = int.from_bytes(await self._take(8), "big")
+                payload = await self._take(n)
+                opcode = first & 0x0F
+                if opcode == 0x8:
+                    self.close_code = int.from_bytes(payload[:2], "big") if payload else None
+                    self.close_reason = payload[2:].decode()
+                    return None
+                if opcode in (0x1, 0x2):
+                    return payload.decode() if opcode == 0x1 else payload
+        except (ConnectionResetError, OSError):
+            return None
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def connect_raw(jp_http_port, jp_base_url):
+    sockets = []
+
+    async def open_(kernel_id, token, protocol):
+        raw = await RawSocket.connect(jp_http_port, f"{jp_base_url}api/kernels/{kernel_id}/channels",
+                                      token, protocol)
+        sockets.append(raw)
+        return Client(raw, protocol)
+
+    yield open_
+    for raw in sockets:
+        raw.close()
+
+
+def open_connection(warden, user):
+    [connection] = [c for c in warden.kernel_connections._open if c.actor.name == user]
+    return connection
+
+
+async def until(predicate, timeout=60.0, step=0.02, what=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out {what()}"
+        await asyncio.sleep(step)
+
+
+# 30 MB in 300 messages: fewer than ZeroMQ's high-water mark (1,000), so none are lost on the way.
+FLOOD = "import sys\nfor i in range(300):\n    print('z' * 99_999); sys.stdout.flush()"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_client_that_never_reads(jp_fetch, jp_serverapp, connect, connect_raw, warden, people,
+                                         protocol):
+    limit = warden.kernel_max_send_buffer_bytes = 256 * 1024
+    a_kernel = await start_kernel(jp_fetch, people["alice"])
+    b_kernel = await start_kernel(jp_fetch, people["bob"])
+    alice = await connect_raw(a_kernel, people["alice"], protocol)
+    bob = await connect(b_kernel, people["bob"], protocol)
+    assert (await alice.execute("1"))[0]["content"]["status"] == "ok"
+    connection = open_connection(warden, "alice")
+    connection.limit_rate = False  # jupyter_server's own IOPub limit would keep the flood small
+    server_side = connection.websocket_handler
+    kernel = jp_serverapp.kernel_manager.get_kernel(a_kernel)
+
+    # alice's client stops reading while her kernel prints 30 MB, far more
+    # than the sockets between them hold.
+    msg_id = await alice.send("shell", "execute_request", {"code": FLOOD, "silent": False})
+    most = 0
+
+    def watch():
+        nonlocal most
+        most = max(most, kpending(server_side))
+        return bool(records(warden, "kernel.output_dropped", "alice"))
+
+    await until(watch, what=lambda: f"with at most {most} bytes waiting")
+    # The server stays responsive to another user meanwhile.
+    reply, outputs = await bob.execute("print('still here')")
+    assert stdout(outputs) == "still here\n"
+    assert (await requester(jp_fetch, people["bob"])("api", "contents", "course")).code == 200
+    await until(lambda: watch() and kernel.execution_state == "idle")
+    # What waited for alice never passed the bound by more than a message or two.
+    assert limit < most <= limit + 256 * 1024, most
+
+    # Once she reads again: her reply and idle status, and a notice (one per stretch of
+    # drops; normally one) before the idle status, saying how much was dropped.
+    reply, outputs = await alice.reply_to(msg_id, "execute_reply", timeout=60)
+    assert reply["content"]["status"] == "ok"
+    notices = [m["content"]["text"] for m in outputs if "were not shown" in m["content"].get("text", "")]
+    assert notices and all("kernel_max_send_buffer_bytes" in n for n in notices)
+    assert outputs[-1]["msg_type"] == "status" and "were not shown" in outputs[-2]["content"]["text"]
+    not_shown = sum(int(n.split("] ")[1].split()[0]) for n in notices)
+    assert not_shown > 0 and stdout(outputs).count("z" * 99_999) < 300
+    dropped = records(warden, "kernel.output_dropped", "alice")
+    assert dropped and dropped[0].outcome == "deny" and dropped[0].details["kernel"] == a_kernel
+    # The connection carries on as before.
+    reply, outputs = await alice.execute("print('back')")
+    assert stdout(outputs) == "back\n"
+
+
+async def test_a_client_that_never_reads_its_replies_is_disconnected(jp_fetch, connect_raw, warden, people):
+    limit = warden.kernel_max_send_buffer_bytes = 256 * 1024
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect_raw(kernel, people["alice"], "v1")
+    assert (await alice.execute("class Big: __doc__ = 'd' * 3_000_000"))[0]["content"]["status"] == "ok"
+    server_side = open_connection(warden, "alice").websocket_handler
+    # Replies are never dropped; asked for 3 MB each and never read, they pile up.
+    most = 0
+
+    def watch():
+        nonlocal most
+        most = max(most, kpending(server_side))
+        return bool(records(warden, "kernel.disconnect", "alice"))
+
+    for _ in range(12):
+        await alice.send("shell", "inspect_request", {"code": "Big", "cursor_pos": 3, "detail_level": 0})
+    await until(watch, what=lambda: f"with at most {most} bytes waiting")
+    assert most <= 2 * limit + 8 * 1024 * 1024, most  # the bound, plus the one reply that crossed it
+    record = records(warden, "kernel.disconnect", "alice")[-1]
+    assert record.outcome == "deny" and "stopped reading" in record.reason
+    assert not [c for c in warden.kernel_connections._open if c.actor.name == "alice"]
+    # Its close frame waits behind the queue; a client that still doesn't read is cut off
+    # by tornado 5 s later, and what was queued for it is freed.
+    await until(lambda: server_side.ws_connection is None or server_side.ws_connection.is_closing())
+    await until(lambda: kpending(server_side) == 0, timeout=60)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_expiring_grant_closes_the_socket_within_a_second(jp_fetch, connect, warden, people, protocol):
+    kernel = await start_kernel(jp_fetch, people["bob"])
+    ends = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=6)
+    warden.policy.grant("course", "user:bob", "read-run", not_after=ends)
+    bob = await connect(kernel, people["bob"], protocol)
+    assert (await bob.execute("1"))[0]["content"]["status"] == "ok"
+    code, reason = await bob.wait_closed(timeout=30)
+    late = (dt.datetime.now(dt.timezone.utc) - ends).total_seconds()
+    # G7 says one second; 1.5 leaves headroom for a loaded CI machine, as above.
+    assert -0.1 < late < 1.5, late
+    assert code == 1008 and "no run on 'course/nb.ipynb'" in reason
+    assert await refused(connect, kernel, people["bob"], protocol) == 403
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_bad_frames_are_dropped_audited_and_rate_limited(jp_fetch, connect, warden, people, protocol):
+    warden.kernel_max_incoming_bytes = 20_000
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect(kernel, people["alice"], protocol)
+    assert (await alice.execute("1"))[0]["content"]["status"] == "ok"
+    await asyncio.sleep(1.1)  # past the last drop record's second
+
+    # An oversized frame: dropped and audited; the kernel never sees it.
+    await alice.send("shell", "execute_request", {"code": "big = 1 # " + "x" * 30_000, "silent": False})
+    reply, outputs = await alice.execute("print('big' in globals())")
+    assert stdout(outputs) == "False\n"
+    [oversized] = records(warden, "kernel.message", "alice")[-1:]
+    assert oversized.outcome == "deny" and "over the limit of 20000" in oversized.reason
+
+    # 200 bad frames in a burst (garbage, no header, a wrong channel, an unknown type):
+    # each dropped, the burst audited in about one record a second, the connection up.
+    await asyncio.sleep(1.1)
+    before = len(records(warden, "kernel.message", "alice"))
+    for i in range(50):
+        await alice.ws.write_message("{not json" if protocol == "json" else b"\x00" * 9, binary=protocol == "v1")
+        await alice.ws.write_message(json.dumps({"channel": "shell", "content": {}}))
+        await alice.send("iopub", "execute_request", {"code": "1"})
+        await alice.send("shell", "evil_request")
+    await asyncio.sleep(1.1)
+    await alice.send("shell", "evil_request")  # the next record carries the count left out
+    reply, outputs = await alice.execute("print('up')")
+    assert stdout(outputs) == "up\n"
+    burst = records(warden, "kernel.message", "alice")[before:]
+    assert 2 <= len(burst) <= 4, [r.reason for r in burst]
+    assert sum(r.details.get("suppressed_since_last", 0) for r in burst) + len(burst) == 201
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_stdin_input_reply_passes_with_run(jp_fetch, connect, people, protocol):
+    kernel = await start_kernel(jp_fetch, people["bob"])
+    bob = await connect(kernel, people["bob"], protocol)
+    msg_id = await bob.send("shell", "execute_request", {
+        "code": "print('got', input('name? '))", "silent": False, "allow_stdin": True})
+    while True:
+        msg = await bob.recv()
+        if msg["channel"] == "stdin" and msg["msg_type"] == "input_request":
+            break
+    header = bob.header("input_reply")
+    content = {"value": "bob's answer", "status": "ok"}
+    if protocol == "v1":
+        parts = [json.dumps(x).encode() for x in (header, msg["header"], {}, content)]
+        await bob.ws.write_message(serialize_msg_to_ws_v1(parts, "stdin"), binary=True)
+    else:
+        await bob.ws.write_message(json.dumps({"header": header, "parent_header": msg["header"], "metadata": {},
+                                               "content": content, "channel": "stdin"}))
+    reply, outputs = await bob.reply_to(msg_id, "execute_reply")
+    assert reply["content"]["status"] == "ok" and stdout(outputs) == "got bob's answer\n"

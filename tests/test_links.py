@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 
 import pytest
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
 
 from conftest import Browser
 from jupyter_warden.policy.engine import Actor
+from jupyter_warden.sandbox import bubblewrap_problem
 from test_api import call
+from test_enforce_contents import NOTEBOOK
+from test_kernel_guard import Client, connect, start_kernel, stdout  # noqa: F401  (fixture)
+from test_sandbox import TRY
 
 
 @pytest.fixture
@@ -239,3 +246,106 @@ async def test_a_signed_in_user_opening_a_link_keeps_their_own_session(jp_fetch,
     assert response.code == 302
     code, data = await permissions(browser, "course/lecture.ipynb")
     assert code == 200 and data["user"] == {"name": "carol", "admin": False, "guest": False}
+
+
+@pytest.mark.skipif(bubblewrap_problem() is not None, reason=f"no sandbox: {bubblewrap_problem()}")
+async def test_a_read_run_link_runs_the_notebook_in_its_own_sandboxed_kernel(
+    jp_fetch, jp_http_port, jp_base_url, jp_root_dir, warden, people, connect
+):
+    """A read-run link's bearer: a kernel of their own, sandboxed, seeing the notebook read-only and nothing else."""
+    (jp_root_dir / "course").mkdir()
+    (jp_root_dir / "course" / "lecture.ipynb").write_text(json.dumps(NOTEBOOK))
+    (jp_root_dir / "course" / "answers.txt").write_text("the answers")
+    (jp_root_dir / "other").mkdir()
+    (jp_root_dir / "other" / "secret.txt").write_text("a sibling folder's secret")
+    alice_kernel = await start_kernel(jp_fetch, people["alice"], path="course/lecture.ipynb")
+    alice = await connect(alice_kernel, people["alice"])
+    alice_uid = json.loads(stdout((await alice.execute("import os; print(os.getuid())"))[1]))
+
+    _, link = await make_link(jp_fetch, people["alice"], level="read-run")
+    guest = Browser(jp_fetch)
+    assert (await guest.request("warden", "link", link["token"])).code == 302
+    await guest.request("lab")  # a page sets the _xsrf cookie, as in a browser
+    xsrf = {"X-XSRFToken": guest.cookies["_xsrf"]}
+    body = {"path": "course/lecture.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}}
+    made = await guest.request("api", "sessions", method="POST", headers=xsrf, body=json.dumps(body),
+                               request_timeout=90)
+    assert made.code == 201, made.body
+    kernel_id = json.loads(made.body)["kernel"]["id"]
+    assert kernel_id != alice_kernel
+    cookie = {"Cookie": guest._headers()["Cookie"]}
+    url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}api/kernels/{kernel_id}/channels"
+    ws = await websocket_connect(HTTPRequest(url, headers=cookie, connect_timeout=90, request_timeout=90))
+    mine = Client(ws, "json")
+    try:
+        reply, outputs = await mine.execute(TRY + f'''
+root = {str(jp_root_dir)!r}
+print(json.dumps({{
+  "uid": os.getuid(),
+  "listing": sorted(os.listdir(".")),
+  "notebook": json.load(open("lecture.ipynb"))["nbformat"],
+  "write the notebook": attempt(lambda: open("lecture.ipynb", "a").write("x")),
+  "create in the folder": attempt(lambda: open("new.txt", "w").write("x")),
+  "delete the notebook": attempt(lambda: os.remove("lecture.ipynb")),
+  "a file beside it": attempt(lambda: open("answers.txt").read() or 1/0),
+  "a sibling folder": attempt(lambda: open(root + "/other/secret.txt").read()),
+  "list the sibling folder": attempt(lambda: os.listdir(root + "/other") or 1/0),
+  "list the root": attempt(lambda: [n for n in os.listdir(root) if n != "course"] or 1/0),
+  "tcp to the server": attempt(lambda: socket.create_connection(("127.0.0.1", {jp_http_port}), 2)),
+}}))''')
+        assert reply["content"]["status"] == "ok", reply["content"]
+        results = json.loads(stdout(outputs).strip().splitlines()[-1])
+    finally:
+        ws.close()
+    assert results.pop("listing") == ["lecture.ipynb"]
+    assert results.pop("notebook") == NOTEBOOK["nbformat"]
+    uid = results.pop("uid")
+    assert uid not in (0, os.getuid(), alice_uid)
+    assert uid == warden.sandbox_runner.uids.uid_for(f"link:{link['id']}")
+    allowed = {k: v for k, v in results.items() if not v.startswith("refused")}
+    assert not allowed, f"attacks that worked: {allowed}"
+    assert (jp_root_dir / "course" / "lecture.ipynb").read_text() == json.dumps(NOTEBOOK)
+    assert not (jp_root_dir / "course" / "new.txt").exists()
+    start = next(r for r in warden.audit.tail(100) if r.action == "kernel.start" and r.outcome == "allow"
+                 and r.actor == f"link:{link['id']}")
+    assert start.path == "course"
+
+    # Another user's kernel stays out of reach: its channels, its model, a session onto it.
+    alice_url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}api/kernels/{alice_kernel}/channels"
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(HTTPRequest(alice_url, headers=cookie))
+    assert refused.value.code == 404
+    assert (await guest.request("api", "kernels", alice_kernel)).code == 404
+    listed = json.loads((await guest.request("api", "kernels")).body)
+    assert [k["id"] for k in listed] == [kernel_id]
+    onto = await guest.request("api", "sessions", method="POST", headers=xsrf,
+                               body=json.dumps({**body, "kernel": {"id": alice_kernel}}))
+    assert onto.code == 403, onto.body
+    # Another bearer of the same link is another guest: its own kernel, not the first one's.
+    other = Browser(jp_fetch)
+    await other.request("warden", "link", link["token"])
+    await other.request("lab")
+    other_xsrf = {"X-XSRFToken": other.cookies["_xsrf"]}
+    assert json.loads((await other.request("api", "kernels")).body) == []
+    assert (await other.request("api", "kernels", kernel_id)).code == 404
+    assert json.loads((await other.request("api", "sessions")).body) == []
+    other_cookie = {"Cookie": other._headers()["Cookie"]}
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(HTTPRequest(url, headers=other_cookie))
+    assert refused.value.code == 404
+    onto = await other.request("api", "sessions", method="POST", headers=other_xsrf,
+                               body=json.dumps({**body, "kernel": {"id": kernel_id}}))
+    assert onto.code == 403, onto.body
+    own = await other.request("api", "sessions", method="POST", headers=other_xsrf, body=json.dumps(body),
+                              request_timeout=90)
+    assert own.code == 201, own.body
+    assert json.loads(own.body)["kernel"]["id"] not in (kernel_id, alice_kernel)
+
+    # A read link's bearer runs nothing.
+    _, read_link = await make_link(jp_fetch, people["alice"], level="read")
+    reader = Browser(jp_fetch)
+    await reader.request("warden", "link", read_link["token"])
+    await reader.request("lab")
+    refused_session = await reader.request("api", "sessions", method="POST", body=json.dumps(body),
+                                           headers={"X-XSRFToken": reader.cookies["_xsrf"]})
+    assert refused_session.code == 403

@@ -16,8 +16,12 @@ from pycrdt import Doc, Text, create_sync_message, create_update_message, handle
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from jupyter_ydoc import YNotebook
+from pycrdt import Map
+
 from conftest import Browser, auth
-from jupyter_warden.enforce.rtc import _chunk, _uint
+from test_kernel_guard import connect, start_kernel  # noqa: F401  (fixture)
+from jupyter_warden.enforce.rtc import _chunk, _Reader, _uint
 
 PATH = "course/notes.txt"
 
@@ -79,11 +83,23 @@ class YClient:
             elif message[0] == 1:
                 self.awareness.append(message)
             elif message[0] == 2:
-                self.raw.append(json.loads(message[2:].decode()))
+                reader = _Reader(message)
+                reader.uint()
+                self.raw.append(json.loads(reader.string()))
 
     async def start(self):
         await self.ws.write_message(create_sync_message(self.doc), binary=True)
         return self
+
+    async def change(self, change):
+        """Any local change to the document, sent as SYNC_UPDATE (as JupyterLab does)."""
+        updates = []
+        subscription = self.doc.observe(lambda event: updates.append(event.update))
+        change()
+        self.doc.unobserve(subscription)
+        for update in updates:
+            await self.ws.write_message(create_update_message(update), binary=True)
+        return updates
 
     async def edit(self, change):
         """A local change, sent as SYNC_UPDATE (as JupyterLab does)."""
@@ -98,6 +114,10 @@ class YClient:
     async def send(self, message: bytes):
         await self.ws.write_message(message, binary=True)
 
+    def access(self) -> list[bool]:
+        """The server's access notices so far: writable or not, in order."""
+        return [m["writable"] for m in self.raw if m.get("type") == "warden:access"]
+
     async def closed(self, timeout=3.0):
         await asyncio.wait_for(self.task, timeout)
         return self.ws.close_code, self.ws.close_reason
@@ -109,8 +129,6 @@ def awareness_message(client_id: int, clock: int, state) -> bytes:
 
 
 def awareness_states(message: bytes) -> list:
-    from jupyter_warden.enforce.rtc import _Reader
-
     outer = _Reader(message)
     outer.uint()
     reader = _Reader(outer.bytes())
@@ -122,12 +140,13 @@ def room(jp_fetch, jp_http_port, jp_base_url, people):
     """Open a document websocket as someone (a token, or a browser's cookies)."""
     clients = []
 
-    async def open_(who, path=PATH, room_id=None, start=True):
+    async def open_(who, path=PATH, room_id=None, start=True, kind=("text", "file")):
         headers = who if isinstance(who, dict) else auth(people[who])
         if room_id is None:
-            code, data = await session(jp_fetch, headers=headers, path=path)
+            code, data = await session(jp_fetch, headers=headers, path=path,
+                                       body={"format": kind[0], "type": kind[1]})
             assert code in (200, 201), data
-            room_id = f"text:file:{data['fileId']}"
+            room_id = f"{kind[0]}:{kind[1]}:{data['fileId']}"
             sid = data["sessionId"]
         else:
             sid = ""
@@ -284,6 +303,21 @@ async def test_a_revoked_reader_is_disconnected_within_a_second(room, warden):
     assert record.actor == "bob" and record.path == PATH
 
 
+async def test_an_ended_sign_in_closes_every_document_connection(room, warden, people, jp_root_dir):
+    """Sign-ins are re-checked one at a time (enforce/rtc.py _IdentityQueue); all 30 still close in time."""
+    bobs = [await room("bob") for _ in range(15)]
+    eves = [await room("eve") for _ in range(15)]
+    await until(lambda: all(str(c.text) == "hello" for c in bobs + eves))
+    started = time.monotonic()
+    warden.accounts.revoke_token("bob", warden.accounts.list_tokens("bob")[0].id)
+    for bob in bobs:
+        code, reason = await bob.closed(timeout=2.0)
+        assert code == 1008 and "sign-in ended" in reason
+    assert time.monotonic() - started < 1.5  # kernel_identity_recheck_interval (0.75 s) and the queue
+    await asyncio.sleep(1.0)
+    assert not any(e.task.done() for e in eves)  # eve's sign-in holds
+
+
 async def test_a_time_window_opens_and_closes_write_mid_session(room, warden, jp_serverapp):
     alice = await room("alice")
     bob = await room("bob")
@@ -350,6 +384,13 @@ async def test_a_link_follower_sees_live_edits_and_cannot_write(room, warden, jp
     assert (jp_root_dir / PATH).read_text() == ">hello all"
     (_, _, state), = awareness_states(alice.awareness[-1])
     assert state["user"]["display_name"] == "Guest (shared link)"
+    assert follower.access() == [False]  # told it is read-only
+    # Revoking the link ends the follower's connection within a second.
+    started = time.monotonic()
+    warden.policy.revoke_link(_info.id)
+    code, reason = await follower.closed(timeout=2.0)
+    assert time.monotonic() - started < 1.5
+    assert code == 1008
 
 
 class TestDocumentHistoryPlacement:
@@ -362,3 +403,115 @@ class TestDocumentHistoryPlacement:
     async def test_the_y_store_is_moved_into_the_state_folder(self, jp_serverapp, warden, warden_state):
         [app] = jp_serverapp.extension_manager.extension_apps["jupyter_server_ydoc"]
         assert app.config.SQLiteYStore.db_path == str(warden_state.resolve() / "ystore.db")
+
+
+async def test_the_client_is_told_when_it_turns_read_only_or_read_write(room, warden):
+    alice = await room("alice")
+    bob = await room("bob")
+    await until(lambda: alice.access() and bob.access())
+    assert alice.access() == [True] and bob.access() == [False]
+    notice = next(m for m in bob.raw if m["type"] == "warden:access")
+    assert notice["path"] == PATH and "read-only" in notice["reason"]
+    started = time.monotonic()
+    warden.policy.grant(PATH, "user:bob", "read-write")
+    await until(lambda: bob.access() == [False, True], timeout=1.5)
+    assert time.monotonic() - started < 1.0
+    warden.policy.revoke(PATH, "user:bob")
+    await until(lambda: bob.access() == [False, True, False], timeout=1.5)
+    await asyncio.sleep(0.4)
+    assert alice.access() == [True]  # nothing changed for alice: no notice
+
+
+async def test_oversized_messages_are_dropped_audited_and_end_the_connection(room, warden, jp_root_dir):
+    warden.document_max_message_bytes = 2048
+    alice = await room("alice")
+    bob = await room("bob")
+    await until(lambda: str(alice.text) == str(bob.text) == "hello")
+    big_state = {"user": {"username": "bob"}, "note": "x" * 3000}
+    # A reader's oversized messages: dropped with a notice, the third closes the connection.
+    for clock in (1, 2):
+        await bob.send(awareness_message(bob.doc.client_id, clock, big_state))
+    await until(lambda: len([m for m in bob.raw if m["type"] == "warden:refused"]) == 2)
+    refused = [m for m in bob.raw if m["type"] == "warden:refused"][0]
+    assert refused["limit"] == 2048 and refused["size"] > 2048 and "over this server's limit" in refused["reason"]
+    assert not alice.awareness  # never passed on
+    await bob.send(awareness_message(bob.doc.client_id, 3, big_state))
+    code, reason = await bob.closed()
+    assert code == 1009 and "3 messages over the limit" in reason
+    # A writer's oversized change: closed at once, nothing applied or saved.
+    await alice.edit(lambda text: text.insert(5, "y" * 3000))
+    code, reason = await alice.closed()
+    assert code == 1009 and "a change of" in reason
+    # A frame over 4x the limit is not even read.
+    eve = await room("eve")
+    await until(lambda: str(eve.text) == "hello")
+    await eve.send(bytes([1]) + b"z" * (4 * 2048 + 10))
+    code, _ = await eve.closed()
+    assert code == 1009
+    watcher = await room("bob")
+    await until(lambda: str(watcher.text) == "hello")
+    await asyncio.sleep(0.3)
+    assert (jp_root_dir / PATH).read_text() == "hello"
+    records = [r for r in warden.audit.tail(200) if r.action in ("document.message", "document.disconnect")]
+    too_big = [r for r in records if r.action == "document.message" and "over this server's limit" in r.reason]
+    assert {r.actor for r in too_big} == {"alice", "bob"}
+    assert len([r for r in too_big if r.actor == "bob"]) <= 2  # rate-limited: one a second
+    disconnects = {r.actor: r.reason for r in records if r.action == "document.disconnect"}
+    assert set(disconnects) == {"alice", "bob", "eve"}
+    assert "a frame over 8192 bytes" in disconnects["eve"]
+
+
+NOTEBOOK_PATH = "course/nb.ipynb"
+NB_ROOM = ("json", "notebook")
+
+
+async def test_a_read_run_users_outputs_stay_in_their_own_view(room, people, warden, jp_fetch, jp_root_dir,
+                                                               connect, jp_serverapp):
+    """bob may run the notebook, not write it: his kernel's output, added to his Y
+    document as JupyterLab adds it, reaches neither the room, nor alice, nor the disk."""
+    notebook = {"cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "source": "print(6 * 7)",
+                           "outputs": [], "execution_count": None}],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (jp_root_dir / NOTEBOOK_PATH).write_text(json.dumps(notebook))
+    warden.policy.grant(NOTEBOOK_PATH, "user:bob", "read-run")
+    # bob runs the cell in his own kernel (sandboxed where the host allows it).
+    kernel = await start_kernel(jp_fetch, people["bob"], path=NOTEBOOK_PATH)
+    reply, outputs = await (await connect(kernel, people["bob"])).execute("print(6 * 7)")
+    assert reply["content"]["status"] == "ok"
+    stream = next(m["content"] for m in outputs if m["msg_type"] == "stream")
+    assert stream["text"] == "42\n"
+
+    alice = await room("alice", path=NOTEBOOK_PATH, kind=NB_ROOM)
+    bob = await room("bob", path=NOTEBOOK_PATH, kind=NB_ROOM)
+    alice_nb, bob_nb = YNotebook(alice.doc), YNotebook(bob.doc)
+    await until(lambda: alice_nb.cell_number == bob_nb.cell_number == 1)
+    await until(lambda: bob.access() == [False])  # bob's client is told it is read-only
+
+    def add_output():
+        cell = bob_nb.ycells[0]
+        cell["outputs"].append(Map({"output_type": "stream", "name": stream["name"], "text": stream["text"]}))
+        cell["execution_count"] = reply["content"]["execution_count"]
+
+    updates = await bob.change(add_output)
+    assert updates  # a real Y update carrying the output
+    # bob's own view has it: his client keeps what it applied locally.
+    assert bob_nb.get_cell(0)["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "42\n"}]
+    # alice edits, so the room saves; the output never arrives anywhere.
+    await alice.change(lambda: alice_nb.ycells[0]["source"].insert(0, "# run me\n"))
+    await until(lambda: str(bob_nb.ycells[0]["source"]).startswith("# run me"))
+    room_nb = YNotebook(ydoc_server(jp_serverapp).rooms[alice.room_id].ydoc)
+
+    def saved_cell():
+        try:
+            cell = json.loads((jp_root_dir / NOTEBOOK_PATH).read_text())["cells"][0]
+            return {**cell, "source": "".join(cell["source"])}
+        except ValueError:
+            return None  # caught mid-save
+
+    await until(lambda: (saved_cell() or {}).get("source", "").startswith("# run me"))
+    saved = saved_cell()
+    assert saved["outputs"] == [] and saved["execution_count"] is None
+    assert alice_nb.get_cell(0)["outputs"] == [] and room_nb.get_cell(0)["outputs"] == []
+    assert bob_nb.get_cell(0)["outputs"]  # still in bob's own view
+    record = [r for r in drops(warden) if r.actor == "bob"][0]
+    assert record.path == NOTEBOOK_PATH and "may not write" in record.reason

@@ -47,6 +47,11 @@ def people(jp_root_dir, warden, make_user, monkeypatch):
     (jp_root_dir / "private").mkdir()
     (jp_root_dir / "private" / "secret.ipynb").write_text(json.dumps(NOTEBOOK))
     (jp_root_dir / "top.txt").write_text("top")
+    for name in ("alice", "bob", "nina"):
+        (jp_root_dir / "users" / name).mkdir(parents=True)
+        (jp_root_dir / "users" / name / "notes.txt").write_text(f"{name}'s notes")
+    (jp_root_dir / "users" / "alice" / "locked").mkdir()
+    (jp_root_dir / "users" / "alice" / "locked" / "key.txt").write_text("locked away")
     tokens = {n: make_user(n) for n in ("alice", "bob", "nina")}
     warden.policy.grant("course", "user:alice", "read-write-run")
     warden.policy.grant("course/hidden", "user:alice", "none")
@@ -54,6 +59,9 @@ def people(jp_root_dir, warden, make_user, monkeypatch):
     warden.policy.grant("course", "user:bob", "read-run")
     warden.policy.grant("private", "user:bob", "read-write-run")
     warden.policy.grant("course/nb.ipynb", "user:nina", "read-run")  # the notebook, not its folder
+    warden.policy.grant("users/alice", "user:alice", "read-write-run")
+    warden.policy.grant("users/alice/locked", "user:alice", "none")
+    warden.policy.grant("users/bob", "user:bob", "read")  # nina has no grant on hers: not bound
     return tokens
 
 
@@ -96,9 +104,14 @@ async def test_attacks_from_inside_a_kernel_fail(jp_fetch, connect, warden, ward
 print(json.dumps({{
   "database": attempt(lambda: open({state!r} + "/warden.db", "rb").read(10)),
   "audit key": attempt(lambda: open({state!r} + "/audit.key").read()),
+  "master key": attempt(lambda: open({state!r} + "/master.key").read()),
+  "server's open files": attempt(lambda: os.listdir("/proc/{server_pid}/fd")),
+  "server's root": attempt(lambda: os.listdir("/proc/{server_pid}/root/")),
+  "other workspace": attempt(lambda: open({root!r} + "/users/bob/notes.txt").read()),
   "state listing": attempt(lambda: os.listdir({state!r})),
   "other notebook": attempt(lambda: open({root!r} + "/private/secret.ipynb").read()),
-  "served root": attempt(lambda: [n for n in os.listdir({root!r}) if n != "course"] or 1/0),
+  "served root": attempt(lambda: [n for n in os.listdir({root!r}) if n not in ("course", "users")] or 1/0),
+  "other users' workspaces": attempt(lambda: [n for n in os.listdir({root!r} + "/users") if n != "alice"] or 1/0),
   "root file": attempt(lambda: open({root!r} + "/top.txt").read()),
   "hidden folder": attempt(lambda: os.listdir({root!r} + "/course/hidden") or 1/0),
   "hidden file": attempt(lambda: open({root!r} + "/course/hidden/answers.txt").read()),
@@ -116,6 +129,7 @@ print(json.dumps({{
   "root's home": attempt(lambda: [n for n in os.listdir("/root") if n != ".pyenv"] or 1/0),
 }}))''')
     refused(results)
+    assert (warden_state / "master.key").stat().st_size > 0  # there to be stolen, outside
     # What the user may do still works: their folder, a private /tmp and home.
     own = await run(alice, '''
 import json, os
@@ -135,9 +149,10 @@ print(json.dumps({"uid": os.getuid(), "cwd": os.getcwd(), "listing": sorted(os.l
     await healthy(jp_fetch, people["alice"])
     status = json.loads((await jp_fetch("api", "warden", "status", headers=auth(people["bob"]))).body)
     assert status["sandbox"] == "bubblewrap" and status["guarantees"]["G4"]["holds"] is True
+    assert status["guarantees"]["G6"]["holds"] is True
 
 
-async def test_limits_hold_and_the_kernel_survives(jp_fetch, connect, warden, people):
+async def test_limits_hold_and_the_kernel_survives(jp_fetch, connect, warden, jp_root_dir, people):
     kernel = await start_kernel(jp_fetch, people["alice"])
     alice = await connect(kernel, people["alice"])
     results = await run(alice, TRY + '''
@@ -160,16 +175,18 @@ def fork_bomb():
         return len(children)
     assert len(children) < 64
     raise error
-def huge_file():
-    with open("/tmp/huge", "wb") as f:
+def huge_file(where):
+    with open(where, "wb") as f:
         for _ in range(64):
             f.write(b"x" * 1024**2)
 print(json.dumps({
   "10 GB": attempt(lambda: len(bytearray(10 * 1024**3))),
   "fork bomb": attempt(fork_bomb),
-  "huge file": attempt(huge_file),
+  "huge file in /tmp": attempt(lambda: huge_file("/tmp/huge")),
+  "huge file on disk": attempt(lambda: huge_file("huge.bin")),
 }))''')
     refused(results)
+    assert (jp_root_dir / "course" / "huge.bin").stat().st_size <= 16 * 1024**2  # stopped at the limit
     assert (await run(alice, "print(6 * 7)")) == 42  # still alive
     await healthy(jp_fetch, people["alice"])
 
@@ -219,32 +236,134 @@ print(json.dumps({{
     refused(results)
 
 
-async def test_a_kernel_over_its_cpu_or_age_limit_is_stopped(jp_fetch, connect, warden, people):
+async def notice_in_cell(client: Client, msg_id: str, words: str, timeout: float = 30) -> str:
+    """The warden's stderr notice sent into the running cell ``msg_id`` (as JupyterLab would show it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await client.recv(max(0.1, deadline - time.monotonic()))
+        assert msg is not None, "the socket closed before the notice came"
+        text = msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""
+        if text.startswith("[jupyter-warden]") and msg["parent_header"].get("msg_id") == msg_id:
+            assert words in text, text
+            assert msg["content"]["name"] == "stderr"
+            return text
+
+
+async def exit_of(jp_fetch, kernel, token):
+    response = await jp_fetch("api", "warden", "kernels", kernel, "exit", headers=auth(token), raise_error=False)
+    return response.code, json.loads(response.body) if response.code == 200 else None
+
+
+async def test_the_user_is_told_which_memory_or_file_limit_failed_their_code(jp_fetch, connect, warden, people):
+    bystander = await connect(await start_kernel(jp_fetch, people["bob"]), people["bob"])
+    alice = await connect(await start_kernel(jp_fetch, people["alice"]), people["alice"])
+    for code, ename, words in (("x = bytearray(10 * 1024**3)", "MemoryError", "at most 2 GiB of memory"),
+                               ("open('/tmp/big', 'wb').write(b'x' * 32 * 1024**2)", "OSError",
+                                "files of at most 16 MiB")):
+        reply, outputs = await alice.execute(code)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == ename
+        notes = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"]
+        assert len(notes) == 1 and words in notes[0], notes
+    assert await run(alice, "print(6 * 7)") == 42  # the kernel lives on
+    assert await run(bystander, "print(6 * 7)") == 42  # and so does everyone else's
+    await healthy(jp_fetch, people["bob"])
+
+
+async def test_a_kernel_over_its_cpu_or_age_limit_is_stopped_and_told(jp_fetch, connect, warden, people):
     sandbox = warden.sandbox_runner
+    bystander = await connect(await start_kernel(jp_fetch, people["bob"], path="private/secret.ipynb"),
+                              people["bob"])
     sandbox.limits = dataclasses.replace(sandbox.limits, cpu_seconds=1)
     kernel = await start_kernel(jp_fetch, people["alice"])
     alice = await connect(kernel, people["alice"])
-    await alice.send("shell", "execute_request", {"code": "while True: pass", "silent": False})
-    deadline = time.monotonic() + 20
-    while not any(r.details.get("kernel_id") == kernel for r in records(warden, "kernel.exit")):
-        assert time.monotonic() < deadline, "the kernel outlived its CPU limit"
-        await asyncio.sleep(0.2)
+    spin = await alice.send("shell", "execute_request", {"code": "while True: pass", "silent": False})
+    text = (await notice_in_cell(alice, spin, "CPU time limit of 1 s")).strip()
+    assert "restarts it" in text
     exit_record = [r for r in records(warden, "kernel.exit") if r.details["kernel_id"] == kernel][0]
     assert exit_record.reason == "cpu-limit", exit_record.details
+    # The REST kernel model and the warden's endpoint say why; not to another user.
+    model = json.loads((await jp_fetch("api", "kernels", kernel, headers=auth(people["alice"]))).body)
+    assert model["reason"] == text
+    code, end = await exit_of(jp_fetch, kernel, people["alice"])
+    assert code == 200 and end["cause"] == "cpu-limit" and end["message"] == text
+    assert (await exit_of(jp_fetch, kernel, people["bob"]))[0] == 404
+    # The server and the other user's kernel carry on.
     await healthy(jp_fetch, people["alice"])
+    assert await run(bystander, "print(6 * 7)") == 42
 
     sandbox.limits = dataclasses.replace(sandbox.limits, cpu_seconds=0)
     sandbox.max_age = 1.5
     old = await start_kernel(jp_fetch, people["bob"])
     bob = await connect(old, people["bob"])
-    await bob.send("shell", "execute_request", {"code": "import time; time.sleep(3600)", "silent": False})
+    sleeping = await bob.send("shell", "execute_request", {"code": "import time; time.sleep(3600)", "silent": False})
+    text = (await notice_in_cell(bob, sleeping, "maximum kernel age of 1.5 s")).strip()
     deadline = time.monotonic() + 15
     while old in warden.serverapp.kernel_manager:
         assert time.monotonic() < deadline, "the kernel outlived its maximum age"
         await asyncio.sleep(0.2)
     causes = [r.reason for r in records(warden, "kernel.exit") if r.details["kernel_id"] == old]
     assert causes == ["max-age"]
+    code, end = await exit_of(jp_fetch, old, people["bob"])
+    assert code == 200 and end["cause"] == "max-age" and end["message"] == text
     await healthy(jp_fetch, people["bob"])
+    assert await run(bystander, "print(6 * 7)") == 42
+
+
+async def test_a_kernel_whose_user_lost_a_right_on_its_mounts_is_stopped(jp_fetch, connect, warden, make_user,
+                                                                          people):
+    """The mounts are made at start; when the policy takes a right they rely on, the kernel stops (G7)."""
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect(kernel, people["alice"])
+    bob_kernel = await start_kernel(jp_fetch, people["bob"])
+    bob = await connect(bob_kernel, people["bob"])
+    loop = await alice.send("shell", "execute_request", {
+        "code": "import time\nwhile True:\n    open('log.txt', 'a').write('x'); time.sleep(0.05)", "silent": False})
+    await asyncio.sleep(1)
+    # alice keeps run on the notebook (her websocket stays), but loses write on its folder.
+    warden.policy.grant("course", "user:alice", "read-run")
+    taken = time.monotonic()
+    text = await notice_in_cell(alice, loop, "alice may no longer write 'course'")
+    assert "shut down" in text
+    while kernel in warden.serverapp.kernel_manager:
+        assert time.monotonic() - taken < 10, "the kernel kept its writable mount"
+        await asyncio.sleep(0.1)
+    exit_record = [r for r in records(warden, "kernel.exit") if r.details["kernel_id"] == kernel][0]
+    assert exit_record.reason == "access-lost" and "write 'course'" in exit_record.details["detail"]
+    code, end = await exit_of(jp_fetch, kernel, people["alice"])
+    assert code == 200 and end["cause"] == "access-lost"
+    # bob's kernel in the same folder (his rights unchanged) carries on...
+    assert await run(bob, "print(6 * 7)") == 42
+    # ...until he loses read on a path below it that has no mount of its own.
+    warden.policy.grant("course/hidden", "user:bob", "none")
+    deadline = time.monotonic() + 10
+    while bob_kernel in warden.serverapp.kernel_manager:
+        assert time.monotonic() < deadline, "the kernel kept a path its user may no longer read"
+        await asyncio.sleep(0.1)
+    detail = [r.details.get("detail") for r in records(warden, "kernel.exit") if r.actor == "bob"]
+    assert detail == ["bob may no longer read 'course/hidden'"]
+
+    # Losing read on a file bound on its own (nina's notebook) stops that kernel too.
+    nina_kernel = await start_kernel(jp_fetch, people["nina"])
+    assert await run(await connect(nina_kernel, people["nina"]), "print(1)") == 1
+    warden.policy.revoke("course/nb.ipynb", "user:nina")
+    deadline = time.monotonic() + 10
+    while nina_kernel in warden.serverapp.kernel_manager:
+        assert time.monotonic() < deadline, "the kernel kept a mount its user may no longer read"
+        await asyncio.sleep(0.1)
+    assert (await exit_of(jp_fetch, nina_kernel, people["nina"]))[1]["cause"] == "access-lost"
+
+    # A removed account's kernels stop too.
+    dora_token = make_user("dora")
+    warden.policy.grant("course", "user:dora", "read-run")
+    dora_kernel = await start_kernel(jp_fetch, dora_token)
+    assert await run(await connect(dora_kernel, dora_token), "print(1)") == 1
+    warden.accounts.remove_user("dora")
+    deadline = time.monotonic() + 10
+    while dora_kernel in warden.serverapp.kernel_manager:
+        assert time.monotonic() < deadline, "a removed account's kernel kept running"
+        await asyncio.sleep(0.1)
+    assert [r.details.get("detail") for r in records(warden, "kernel.exit") if r.actor == "dora"] \
+        == ["the account dora was removed"]
 
 
 class TestWithoutSandbox:
@@ -256,7 +375,8 @@ class TestWithoutSandbox:
         assert warden.sandbox_runner is None
         status = json.loads((await jp_fetch("api", "warden", "status", headers=auth(people["bob"]))).body)
         assert status["sandbox"] == "none"
-        assert [g["holds"] for g in status["guarantees"].values()] == [False, False]
+        assert set(status["guarantees"]) >= {"G4", "G5", "G6"}
+        assert not any(g["holds"] for g in status["guarantees"].values())
         assert "not sandboxed" in status["guarantees"]["G4"]["reason"]
         kernel = await start_kernel(jp_fetch, people["alice"])
         alice = await connect(kernel, people["alice"])
@@ -320,3 +440,61 @@ async def test_a_sandboxed_kernel_restarts_in_its_sandbox(jp_fetch, connect, war
     # to the kernel again: same uid, same view, code runs.
     after = await run(await connect(kernel, people["alice"]), "import os; print(os.getuid())")
     assert after == before and after != os.getuid()
+
+
+async def test_the_users_own_workspace_is_bound_at_their_rights(jp_fetch, connect, warden, jp_root_dir, people):
+    """c.Warden.workspace_dir ("users/{user}"): in every kernel of its user, at the policy's rights."""
+    root = str(jp_root_dir)
+    alice = await connect(await start_kernel(jp_fetch, people["alice"]), people["alice"])
+    seen = await run(alice, TRY + f'''
+ws = os.environ["WARDEN_WORKSPACE"]
+open(ws + "/from-kernel.txt", "w").write("made in course's kernel")
+print(json.dumps({{"ws": ws, "listing": sorted(os.listdir(ws)), "notes": open(ws + "/notes.txt").read(),
+  "locked": attempt(lambda: open(ws + "/locked/key.txt").read()),
+  "bob's": attempt(lambda: os.listdir({root!r} + "/users/bob")),
+  "users": sorted(os.listdir({root!r} + "/users"))}}))''')
+    assert seen["ws"] == f"{root}/users/alice"
+    assert seen["notes"] == "alice's notes" and seen["listing"] == ["from-kernel.txt", "locked", "notes.txt"]
+    assert seen["locked"].startswith("refused") and seen["bob's"].startswith("refused")
+    assert seen["users"] == ["alice"]
+    assert (jp_root_dir / "users" / "alice" / "from-kernel.txt").read_text() == "made in course's kernel"
+
+    # bob may only read his workspace: bound read-only.
+    bob = await connect(await start_kernel(jp_fetch, people["bob"]), people["bob"])
+    results = await run(bob, TRY + '''
+ws = os.environ["WARDEN_WORKSPACE"]
+print(json.dumps({"read": open(ws + "/notes.txt").read(),
+                  "write": attempt(lambda: open(ws + "/notes.txt", "a").write("x")),
+                  "create": attempt(lambda: open(ws + "/new.txt", "w").write("x"))}))''')
+    assert results.pop("read") == "bob's notes"
+    refused(results)
+    # nina has no right on users/nina: it is not bound, and nothing says it exists.
+    nina = await connect(await start_kernel(jp_fetch, people["nina"]), people["nina"])
+    assert await run(nina, TRY + f'''
+print(json.dumps([os.environ.get("WARDEN_WORKSPACE"), attempt(lambda: os.listdir({root!r} + "/users"))]))''') \
+        == [None, "refused: FileNotFoundError"]
+
+
+def test_a_notebook_inside_the_workspace_sees_the_workspace_once(warden, jp_root_dir, people):
+    """The notebook's folder lies in the workspace: one bind of the workspace, at the user's rights."""
+    from jupyter_warden.policy.engine import Actor
+
+    project = jp_root_dir / "users" / "alice" / "project"
+    project.mkdir()
+    (project / "nb.ipynb").write_text("{}")
+    runner = warden.sandbox_runner
+    alice = Actor.for_account(warden.accounts.get_user("alice"))
+    launch = runner.plan(alice, str(project), "ws-test", "/bin/sh")
+    ws = jp_root_dir / "users" / "alice"
+    script = (f"pwd; ls -A {ws}; echo --; ls -A {ws}/locked; echo --; echo hi > {ws}/project/made.txt && echo wrote; "
+              f"echo --; ls -A {jp_root_dir}/users")
+    seen = subprocess.run(launch.argv(["/bin/sh", "-c", script]), capture_output=True, text=True, timeout=20)
+    runner.release(launch)
+    assert seen.stdout.count("--\n") == 3, (seen.stdout, seen.stderr)
+    top, locked, wrote, users = seen.stdout.split("--\n")
+    assert top.split() == [str(project), "locked", "notes.txt", "project"]
+    assert locked.split() == []  # `none` below the workspace: an empty folder
+    assert wrote.split() == ["wrote"] and (project / "made.txt").read_text() == "hi\n"
+    assert users.split() == ["alice"]
+    assert launch.workspace == str(ws)
+    assert sum(1 for a in launch.mounts if a == str(ws)) == 2  # one --bind SRC DEST, not two

@@ -11,6 +11,8 @@ AUDIT_EVENTS: dict[str, str] = {
     "auth.throttled": "A sign-in attempt was refused because of earlier failures.",
     "auth.sign_out": "A browser session was ended.",
     "auth.link_opened": "A share link's URL signed its bearer in as a guest.",
+    "auth.hub_sync": "A JupyterHub user's account was created, or its admin flag or hub group "
+                     "memberships changed, to match the hub (docs/jupyterhub.md).",
     # requests checked by the policy engine: '<resource>.<capability>'
     "contents.read": "Read a file or folder (contents, /files, /view, nbconvert, checkpoints).",
     "contents.write": "Create, change, rename, copy to, or delete a path.",
@@ -20,13 +22,18 @@ AUDIT_EVENTS: dict[str, str] = {
     "request.denied": "A request refused before it reached the policy (unknown handler or resource).",
     # kernel channels (docs/kernels.md)
     "kernel.connect": "A kernel websocket was opened (allow) or refused before the upgrade (deny).",
-    "kernel.disconnect": "The warden closed an open kernel websocket: its user lost run, the share or the sign-in.",
+    "kernel.disconnect": "The warden closed an open kernel websocket: its user lost run, the share or the "
+                         "sign-in, or its client stopped reading.",
     "kernel.message": "A kernel message needing more than run was let through, or any message was refused "
                       "or dropped (not allowed, unknown, malformed, oversized, over the rate limit); "
                       "at most one drop record a second per connection.",
-    "kernel.execute": "Code was sent to a kernel: its sha256, and its text with c.Warden.audit_code.",
+    "kernel.execute": "Code was sent to a kernel: its sha256, and its text with c.Warden.audit_code; for a "
+                      "sealed cell, those of its placeholder, and the key, key version and cell id that "
+                      "opened it (details.sealed).",
     "kernel.execute_reply": "The outcome (ok, error, aborted) of an execution, from the kernel's reply.",
     "kernel.output_cut": "An execution's output passed c.Warden.kernel_max_output_bytes and was cut.",
+    "kernel.output_dropped": "A kernel websocket's client was not reading: output was dropped while more "
+                             "than c.Warden.kernel_max_send_buffer_bytes waited to be sent to it.",
     "kernel.share": "A kernel's owner let another user run code in it, as the owner.",
     "kernel.unshare": "A kernel share was taken back; that user's connections were closed.",
     # real-time collaboration (docs/collaboration.md)
@@ -42,6 +49,13 @@ AUDIT_EVENTS: dict[str, str] = {
                     "writable), or refused one (deny, with why).",
     "kernel.exit": "A sandboxed kernel's process ended: its exit code and cause (shutdown, restart, "
                    "max-age, cpu-limit, file-size-limit, killed, crashed, exited).",
+    # the secrets vault (docs/secrets.md); values are never recorded
+    "secret.set": "A secret was created or its value replaced (its name and owner; never the value).",
+    "secret.grant": "A secret was granted to a user or group.",
+    "secret.revoke": "A secret's grant was taken back; the next read by a kernel is refused.",
+    "secret.remove": "A secret was deleted from the vault.",
+    "secret.read": "A kernel asked for a secret: who, which kernel, which notebook, which secret; "
+                   "allowed, or denied with why.",
     # policy changes
     "grant.create": "A grant was made or changed.",
     "grant.revoke": "A grant was taken back.",
@@ -50,6 +64,15 @@ AUDIT_EVENTS: dict[str, str] = {
     "label.define": "A label's banner or rules were defined or changed.",
     "label.set": "A label was put on a path.",
     "label.remove": "A label was taken off a path.",
+    # sealed cells and their key ring (docs/sealed-cells.md)
+    "key.create": "A sealing key was made in the key ring.",
+    "key.grant": "A subject was let use (or manage) a sealing key.",
+    "key.revoke": "A subject's use of a sealing key was taken back.",
+    "key.rotate": "A sealing key got a new current version; older versions stay to open older cells.",
+    "notebook.seal": "A notebook's tagged cells were sealed (or re-sealed under a key's new version).",
+    "notebook.unseal": "A notebook's sealed cells were put back in clear text.",
+    "sealed.refuse": "A sealed cell was not run: no use of its key, no run on the notebook, or a "
+                     "malformed, altered or moved placeholder.",
     # administration
     "admin.user": "An account was added, removed, or had its password, admin flag or tokens changed.",
     "admin.group": "A group was added, or its members changed.",

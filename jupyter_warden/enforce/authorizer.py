@@ -33,8 +33,10 @@ is a 404. Every contents decision, and every refusal, is audited first (G8).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +88,9 @@ SIGNED_IN_HANDLERS = frozenset(
         "jupyterlab.handlers.announcements.CheckForUpdateHandler",
         "jupyterlab.handlers.announcements.NewsHandler",
         "jupyterlab.handlers.error_handler.ErrorHandler",
+        # JupyterHub's sign-out (to the hub) and OAuth return (identity/hub.py).
+        "jupyterhub.singleuser.extension.JupyterHubLogoutHandler",
+        "jupyterhub.singleuser.extension.JupyterHubOAuthCallbackHandler",
         # Rebound to the user's own folder by HandlerGuard (see _per_user).
         "jupyterlab_server.workspaces_handler.WorkspacesHandler",
         "jupyterlab_server.settings_handler.SettingsHandler",
@@ -427,7 +432,10 @@ def _sessions(request: _Request, action: str) -> bool:
     if "path" in body:
         path = request.policy_path(body["path"])
         kind = body.get("type", "notebook")
-        request.require("run", path if kind == "notebook" else _parent(path))
+        if kind == "notebook" and handler.request.method == "POST" and _is_placeholder(request, path):
+            _require_run_beside(request, path)
+        else:
+            request.require("run", path if kind == "notebook" else _parent(path))
     elif handler.request.method == "POST":
         raise web.HTTPError(400, "Missing field in JSON data: path")
     kernel = body.get("kernel") or {}
@@ -440,6 +448,44 @@ def _sessions(request: _Request, action: str) -> bool:
                                 "leave kernel.id out to start your own")
     # Which sessions and kernels are the user's own: the session manager.
     return True
+
+
+# JupyterLab starts a notebook's session at FOLDER/<uuid4>, then moves it to
+# the notebook with a PATCH (checked like any other): that first path never exists.
+_PLACEHOLDER = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_SIBLINGS_CHECKED = 1000
+
+
+def _is_placeholder(request: _Request, path: str) -> bool:
+    return bool(_PLACEHOLDER.fullmatch(path.rpartition("/")[2])) and not request.exists(path)
+
+
+def _require_run_beside(request: _Request, path: str) -> None:
+    """A placeholder session needs ``run`` on some notebook in its folder.
+
+    Its kernel is of no use until the PATCH that names the notebook: the
+    kernel websocket needs ``run`` on the session's path. So a user whose
+    ``run`` is granted on one notebook alone gets a session as JupyterLab
+    asks for it, and one with ``run`` on nothing in the folder gets none.
+    """
+    folder = _parent(path)
+    decision = request.warden.engine.check(request.actor, "run", path)
+    if not decision.allowed:
+        try:
+            with os.scandir(request.handler.contents_manager._get_os_path(folder)) as entries:
+                notebooks = [e.name for _, e in zip(range(_SIBLINGS_CHECKED), entries) if e.name.endswith(".ipynb")]
+        except (OSError, web.HTTPError):
+            notebooks = []
+        for name in notebooks:
+            sibling = f"{folder}/{name}" if folder else name
+            if request.warden.engine.check(request.actor, "run", sibling).allowed:
+                decision = request.warden.engine.check(request.actor, "run", sibling)
+                break
+    request.audit("contents.run", "allow" if decision.allowed else "deny", path=path,
+                  reason=decision.reason if decision.allowed else f"no notebook in '{folder or '/'}' may be run",
+                  grant_id=decision.grant.id if decision.allowed and decision.grant else None)
+    if not decision.allowed:
+        raise _not_found(path)
 
 
 def _kernels(request: _Request, action: str) -> bool:
@@ -457,7 +503,7 @@ def _kernels(request: _Request, action: str) -> bool:
     owner_of = getattr(km, "owner_of", None)
     if owner_of is None:
         return _admin_only(request, "kernels (this kernel manager records no owners)")
-    if owner_of(kernel_id) == request.actor.subject:
+    if owner_of(kernel_id) == request.actor.owner:
         return True
     if action == "read" and may_use_kernel(km, request.actor, kernel_id):
         return True  # a kernel shared with them: its model, not its restart or deletion
@@ -536,8 +582,8 @@ _RESOURCES = {
 # -- handlers that never ask the authorizer -----------------------------------
 
 
-class GuardedIdentityProvider(WardenIdentityProvider):
-    """Signs the user in, then holds back handlers the authorizer never sees."""
+class _SignInGuard:
+    """Mixed into an identity provider: after sign-in, holds back handlers the authorizer never sees."""
 
     async def get_user(self, handler):
         user = await super().get_user(handler)
@@ -582,6 +628,22 @@ class GuardedIdentityProvider(WardenIdentityProvider):
         )
         handler.current_user = None
         raise web.HTTPError(403, message)
+
+
+class GuardedIdentityProvider(_SignInGuard, WardenIdentityProvider):
+    """The warden's own accounts, or a trusted proxy's header (c.Warden.identity)."""
+
+
+@functools.cache
+def guarded_hub_identity_provider() -> type:
+    """JupyterHub's OAuth, with warden accounts (identity/hub.py); needs the jupyterhub package."""
+    from ..identity.hub import HubIdentityProvider
+
+    class GuardedHubIdentityProvider(_SignInGuard, HubIdentityProvider):
+        """Hub users, as warden accounts (c.Warden.identity = "jupyterhub")."""
+
+    GuardedHubIdentityProvider.__module__ = __name__
+    return GuardedHubIdentityProvider
 
 
 def _refused_early(warden, handler, name: str) -> bool:

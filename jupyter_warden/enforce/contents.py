@@ -11,7 +11,8 @@ For the signed-in user of the current request (jupyter_server's
 ``CallContext``), folder listings show only what they may read (plus the
 folders that lead to it) and ``writable`` says whether they may write. A
 file or folder they create gets them ``manage``; grants follow a rename and
-go with a delete, once the file operation has succeeded.
+go with a delete, once the file operation has succeeded. A notebook's
+outputs are masked for the vault's handed-out values before it is saved.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from traitlets import default
 from ..names import name_key
 from ..policy.engine import Actor
 from ..policy.paths import BadPath, normalize_path
+from ..secrets.masking import mask_notebook
 from ..store.models import Grant, utcnow
 
 
@@ -149,6 +151,68 @@ def _after(base: type, name: str, post):
             return post(self, result, before, *args, **kwargs)
 
     method.__name__ = name
+    return method
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _disk_full_is_507(save):
+    """jupyter_server reports a full disk as a bare 500; say what happened, and that the old file stands."""
+
+    def translate(e: HTTPError, path: str) -> HTTPError:
+        cause = e.__cause__ or e.__context__
+        if e.status_code != 500 or not isinstance(cause, OSError) or cause.errno not in _DISK_FULL:
+            return e
+        why = "the disk quota is used up" if cause.errno == errno.EDQUOT else "the disk is full"
+        return HTTPError(
+            507,
+            f"{path} was not saved: {why} ({os.strerror(cause.errno)}). "
+            "The version saved before is unchanged; free some space and save again.",
+        )
+
+    if inspect.iscoroutinefunction(save):
+
+        async def method(self, model, path="", *args, **kwargs):
+            try:
+                return await save(self, model, path, *args, **kwargs)
+            except HTTPError as e:
+                raise translate(e, path) from e.__cause__
+
+    else:
+
+        def method(self, model, path="", *args, **kwargs):
+            try:
+                return save(self, model, path, *args, **kwargs)
+            except HTTPError as e:
+                raise translate(e, path) from e.__cause__
+
+    method.__name__ = "save"
+    return method
+
+
+def _masking_outputs(save):
+    """A notebook's outputs are masked for every value the vault handed out, before it is written."""
+
+    def mask(cm, model) -> None:
+        warden = cm.parent.web_app.settings["warden"] if _has_warden(cm) else None
+        channels = getattr(warden, "vault_channels", None)
+        if channels is not None and isinstance(model, dict) and model.get("type") == "notebook":
+            mask_notebook(model.get("content"), channels.saved_masker)
+
+    if inspect.iscoroutinefunction(save):
+
+        async def method(self, model, path="", *args, **kwargs):
+            mask(self, model)
+            return await save(self, model, path, *args, **kwargs)
+
+    else:
+
+        def method(self, model, path="", *args, **kwargs):
+            mask(self, model)
+            return save(self, model, path, *args, **kwargs)
+
+    method.__name__ = "save"
     return method
 
 
@@ -291,7 +355,7 @@ def hiding_contents_manager(base: type, hidden_folders: list[str]) -> type:
             "warden_hidden": folders,
             # Every write path ends in save, copy, rename_file or delete_file.
             "get": _listing_get(base),
-            "save": _after(base, "save", _created),
+            "save": _masking_outputs(_disk_full_is_507(_after(base, "save", _created))),
             "copy": _after(base, "copy", _copied),
             "rename_file": _after(base, "rename_file", _renamed),
             "delete_file": _after(base, "delete_file", _deleted),

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from jupyter_client.jsonutil import json_default
+from jupyter_client.session import DELIM
 from jupyter_server.gateway.connections import GatewayWebSocketConnection
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
@@ -26,10 +27,13 @@ from jupyter_server.services.kernels.connection.base import (
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado import web
 from tornado.ioloop import PeriodicCallback
+from tornado.websocket import WebSocketClosedError
 
 from ..audit.log import DropRecords
 from ..policy.engine import Actor
 from ..policy.paths import BadPath
+from ..sandbox.notices import error_hint
+from ..secrets.masking import OutputMasking
 from ..store import StoreUnavailable
 from .kernel_shares import may_use_kernel, owner_of
 
@@ -59,6 +63,7 @@ MESSAGE_RULES: dict[tuple[str, str], str] = {
 
 _DROP_AUDIT_INTERVAL = 1.0  # at most one drop record per connection per second
 _TRACKED_EXECUTIONS = 256  # executions per connection whose output size / code hash is kept
+_TRACKED_PARENTS = 64  # distinct raw parent headers per connection whose msg_id is remembered
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def kernel_decision(warden, kernel_manager, session_manager, actor: Actor, kerne
         return KernelDecision(False, f"kernel {kernel_id} is not yours and not shared with you",
                               paths, hidden=True)
     if not paths:
-        if owner_of(kernel_manager, kernel_id) == actor.subject:
+        if owner_of(kernel_manager, kernel_id) == actor.owner:
             return KernelDecision(True, "your own kernel, for no notebook")
         return KernelDecision(False, f"kernel {kernel_id} runs for no notebook; only its owner may use it")
     for path in paths:
@@ -151,6 +156,72 @@ def _parse_v1(ws_msg) -> tuple[str, list[bytes]]:
     return channel, [ws_msg[offsets[i]: offsets[i + 1]] for i in range(1, count - 1)]
 
 
+def _pending_bytes(handler) -> int:
+    """Bytes queued in the server for this websocket that its client's TCP has not taken yet."""
+    stream = getattr(getattr(handler, "ws_connection", None), "stream", None)
+    # tornado's IOStream keeps no public count; tests/test_kernel_guard.py
+    # (test_a_client_that_never_reads) fails if this ever stops finding it.
+    buffer = getattr(stream, "_write_buffer", None)
+    return len(buffer) if buffer is not None else 0
+
+
+class OutgoingMessage:
+    """One kernel message on its way to one client: its parts, each decoded once, on demand.
+
+    From ZMQ it holds the raw parts (header, parent header, metadata, content,
+    buffers); from a gateway, the decoded message. ``set_content`` changes it.
+    """
+
+    __slots__ = ("channel", "parts", "size", "changed", "_session", "_decoded")
+
+    def __init__(self, channel, session, parts=None, decoded=None, size=0):
+        self.channel, self._session, self.parts = channel, session, parts
+        self._decoded = decoded if decoded is not None else [_UNDECODED] * 4
+        self.size = size if parts is None else sum(map(len, parts))
+        self.changed = False
+
+    def _part(self, i: int):
+        value = self._decoded[i]
+        if value is _UNDECODED:
+            try:
+                value = self._session.unpack(self.parts[i])
+            except ValueError:
+                value = None
+            self._decoded[i] = value
+        return value
+
+    @property
+    def header(self):
+        return self._part(0)
+
+    @property
+    def parent(self):
+        return self._part(1)
+
+    @property
+    def metadata(self):
+        return self._part(2)
+
+    @property
+    def content(self):
+        return self._part(3)
+
+    @property
+    def raw_parent(self) -> bytes | None:
+        raw = self.parts[1] if self.parts is not None else None
+        return raw if isinstance(raw, bytes) else None
+
+    def set_content(self, content: dict) -> None:
+        self._decoded[3] = content
+        if self.parts is not None:
+            self.parts[3] = self._session.pack(content)
+            self.size = sum(map(len, self.parts))
+        self.changed = True
+
+
+_UNDECODED = object()
+
+
 class KernelChannelGuard:
     """Mixed into a kernel websocket connection class; the transport-specific part is ``_forward``."""
 
@@ -166,11 +237,18 @@ class KernelChannelGuard:
         self._executions: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._drop_records = DropRecords(_DROP_AUDIT_INTERVAL)
         self._identity_checked = time.monotonic()
+        self._parent_ids: dict[bytes, str] = {}
+        self._unsent, self._unsent_parent = 0, None  # output dropped for a client that didn't read
+        # Read once per connection: the outgoing path runs thousands of times a second.
+        self._max_message_bytes = self.warden.kernel_max_message_bytes
+        self._max_output_bytes = self.warden.kernel_max_output_bytes
+        self._max_send_buffer = self.warden.kernel_max_send_buffer_bytes
         decision = kernel_decision(self.warden, self.multi_kernel_manager, handler.session_manager,
                                    self.actor, self.kernel_id)
         if not decision.allowed:  # the authorizer asked the same question; this is a second lock
             raise web.HTTPError(403, decision.reason)
         self.paths = decision.paths
+        self.masking = OutputMasking(getattr(self.warden, "vault_channels", None), self.kernel_id)
         parent = getattr(super(), "prepare", None)
         if parent is not None:
             await parent()
@@ -213,6 +291,9 @@ class KernelChannelGuard:
         if not decision.allowed:
             return self.close_for(f"access to this kernel was taken away: {decision.reason}")
         self.paths = decision.paths
+        # Output dropped while the client wasn't reading, and nothing sent since: say so now.
+        if self._unsent and _pending_bytes(self.websocket_handler) <= self._max_send_buffer // 2:
+            self._send_unsent_notice()
 
     def close_for(self, reason: str) -> None:
         self.closing = True
@@ -254,7 +335,12 @@ class KernelChannelGuard:
         if parts is not None:
             parts[0] = self.session.pack(header)
         if msg_type == "execute_request":
+            if self.warden.sealed_runs.claims_sealed(msg["content"]):  # sealed/execution.py
+                return self.warden.sealed_runs.execute(self, channel, header, msg if parts is None else None,
+                                                       parts, msg["content"])
             self._audit_execute(header, msg["content"])
+        elif msg_type == "input_reply":  # never audited nor logged; a password typed is masked from now on
+            self.masking.input_reply(*_reply_of(msg, parts))
         self._forward(channel, msg if parts is None else None, parts)
 
     def _parse(self, ws_msg):
@@ -284,7 +370,7 @@ class KernelChannelGuard:
     def _may_control(self, rule: str) -> tuple[bool, str]:
         if self.actor.admin:
             return True, f"{self.actor.name} is a server admin"
-        if owner_of(self.multi_kernel_manager, self.kernel_id) == self.actor.subject:
+        if owner_of(self.multi_kernel_manager, self.kernel_id) == self.actor.owner:
             return True, "the kernel's owner"
         if rule == CONTROL:
             for path in self.paths:
@@ -308,70 +394,219 @@ class KernelChannelGuard:
         self._audit("kernel.message", "deny", reason=reason,
                     details={"msg_type": msg_type} if msg_type else None, rate_limited=True)
 
-    def _audit_execute(self, header: dict, content: dict) -> None:
+    def _audit_execute(self, header: dict, content: dict, sealed: dict | None = None) -> None:
         code = content.get("code")
         code = code if isinstance(code, str) else ""
         digest = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
-        details = {"msg_id": header["msg_id"], "sha256": digest}
+        details = {"msg_id": header["msg_id"], "sha256": digest, **({"sealed": sealed} if sealed else {})}
         if self.warden.audit_code:
             details["code"] = code
         self._audit("kernel.execute", "allow", details=details)
-        self._remember(header["msg_id"])["sha256"] = digest
+        execution = self._remember(header["msg_id"])
+        execution["sha256"], execution["header"] = digest, header
 
     # -- kernel to client ---------------------------------------------------
+    #
+    # Every message from the kernel takes one path, in this order:
+    #   1. ``_output_guard``: the output caps and the execution audit's outcome;
+    #      the message is sent, replaced by a notice, or dropped;
+    #   2. ``_room_to_send``: the bound on what waits for a client that doesn't read;
+    #   3. ``transform_outgoing``: the one place where a message's content is
+    #      changed before it leaves (masking hooks go there);
+    #   4. jupyter_server's own path (traceback hiding, IOPub rate limit, the write).
+    # IOPub carries thousands of messages a second: 1 and 2 decode nothing in
+    # the common case but the parent header, once per execution (``_parent_id``).
 
-    def _outgoing(self, channel, header: dict, parent: dict, size: int, content) -> str | None:
+    def _pass_outgoing(self, message: OutgoingMessage) -> bool:
+        """Whether to send ``message`` on (perhaps changed); False when it was dropped or replaced."""
+        if self.closing:
+            return False
+        notice = self._output_guard(message)
+        if notice is not None:
+            if notice:
+                self._notice(notice, message.parent)
+            return False
+        if not self._room_to_send(message.channel, message):
+            return False
+        self.transform_outgoing(message)
+        return True
+
+    def transform_outgoing(self, message: OutgoingMessage) -> None:
+        """Change a message on its way to the client, in place (``message.set_content``).
+
+        The single place for output transformations; it runs after the caps,
+        on messages that will be sent. Secrets are masked after it, on the
+        message as it will be sent (secrets/masking.py).
+        """
+        # Sealed cells: masked execute_input, scrubbed tracebacks and replies
+        # (sealed/execution.py); nothing is decoded for a kernel that never ran one.
+        runs = self.warden.sealed_runs
+        if not runs.has_runs(self.kernel_id):
+            return
+        header, parent = message.header, message.parent
+        if not isinstance(header, dict):
+            return
+        scrubbed = runs.outgoing(self.kernel_id, message.channel, header,
+                                 parent if isinstance(parent, dict) else {}, lambda: message.content)
+        if scrubbed is not None:
+            message.set_content(scrubbed)
+
+    def _output_guard(self, message: OutgoingMessage) -> str | None:
         """None to send the message; else the text of the notice that replaces it ('' drops it)."""
+        channel = message.channel
         if channel == "shell":
-            if header.get("msg_type") == "execute_reply":
-                self._audit_outcome(parent, content())
+            header = message.header
+            if isinstance(header, dict) and header.get("msg_type") == "execute_reply":
+                self._audit_outcome(message.parent, message.content)
             return None
-        if channel != "iopub" or header.get("msg_type") == "status":
+        if channel != "iopub":
             return None
-        parent_id = parent.get("msg_id")
-        if not isinstance(parent_id, str) or not parent_id:
-            # Output of no execution (e.g. a thread printing later): only the per-message cap.
-            return self._message_cap(size)
-        execution = self._remember(parent_id)
-        if execution.get("cut"):
-            return ""
-        limit, total = self.warden.kernel_max_output_bytes, execution.get("output", 0) + size
-        if total > limit:
-            execution["cut"] = True
-            self._audit("kernel.output_cut", "deny", reason=f"over {limit} bytes of output",
-                        details={"msg_id": parent_id}, rate_limited=True)
-            return (f"[jupyter-warden] Output cut: this execution's output passed the limit of "
-                    f"{limit} bytes; the rest is not shown (c.Warden.kernel_max_output_bytes).")
-        notice = self._message_cap(size)
-        if notice is None:
-            execution["output"] = total
-        return notice
-
-    def _message_cap(self, size: int) -> str | None:
-        if size > self.warden.kernel_max_message_bytes:
+        size = message.size
+        # A cheap look at the raw header first: only a header holding b"error" can be an error.
+        raw_header = message.parts[0] if message.parts is not None else None
+        if (self.warden.sandbox_runner is not None
+                and (not isinstance(raw_header, bytes) or b"error" in raw_header)
+                and isinstance(message.header, dict) and message.header.get("msg_type") == "error"):
+            self._explain_error(message.content, message.parent)
+        parent_id = self._parent_id(message)
+        execution = self._remember(parent_id) if parent_id else None
+        if execution is not None and execution.get("cut"):
+            return None if self._is_status(message) else ""
+        if size > self._max_message_bytes:
+            # No real status message is this big; even one labelled so is cut.
             return (f"[jupyter-warden] Output cut: one output message of {size} bytes is over the "
-                    f"limit of {self.warden.kernel_max_message_bytes} (c.Warden.kernel_max_message_bytes).")
-        return None
+                    f"limit of {self._max_message_bytes} (c.Warden.kernel_max_message_bytes).")
+        if execution is None:
+            return None  # output of no execution (e.g. a thread printing later): only the message cap
+        total = execution.get("output", 0) + size
+        if total <= self._max_output_bytes:
+            execution["output"] = total
+            return None
+        if self._is_status(message):
+            return None  # the client waits for the idle status: it always passes
+        limit = self._max_output_bytes
+        execution["cut"] = True
+        self._audit("kernel.output_cut", "deny", reason=f"over {limit} bytes of output",
+                    details={"msg_id": parent_id}, rate_limited=True)
+        return (f"[jupyter-warden] Output cut: this execution's output passed the limit of "
+                f"{limit} bytes; the rest is not shown (c.Warden.kernel_max_output_bytes).")
 
-    def _notice(self, text: str, parent: dict) -> None:
-        if text:
-            msg = self.session.msg("stream", {"name": "stderr", "text": text + "\n"}, parent=parent)
-            self._to_client("iopub", msg)
+    def _parent_id(self, message: OutgoingMessage) -> str | None:
+        """The parent header's msg_id. An execution's outputs carry the same parent bytes, so
+        each distinct parent is decoded once; the answer is exactly what decoding would give."""
+        raw = message.raw_parent
+        if raw is not None:
+            known = self._parent_ids.get(raw)
+            if known is not None:
+                return known or None
+        parent = message.parent
+        parent_id = parent.get("msg_id") if isinstance(parent, dict) else None
+        parent_id = parent_id if isinstance(parent_id, str) else ""
+        if raw is not None:
+            if len(self._parent_ids) >= _TRACKED_PARENTS:
+                self._parent_ids.clear()
+            self._parent_ids[raw] = parent_id
+        return parent_id or None
 
-    def _audit_outcome(self, parent: dict, content) -> None:
+    @staticmethod
+    def _is_status(message: OutgoingMessage) -> bool:
+        header = message.header
+        return isinstance(header, dict) and header.get("msg_type") == "status"
+
+    def _notice(self, text: str, parent) -> None:
+        msg = self.session.msg("stream", {"name": "stderr", "text": text + "\n"},
+                               parent=parent if isinstance(parent, dict) else {})
+        self._to_client("iopub", msg)
+
+    def _audit_outcome(self, parent, content) -> None:
         msg_id = parent.get("msg_id") if isinstance(parent, dict) else None
         status = content.get("status") if isinstance(content, dict) else None
         outcome = status if status in ("ok", "error", "aborted") else "unknown"
         known = self._executions.get(msg_id, {}) if isinstance(msg_id, str) else {}
+        known["replied"] = True
         self._audit("kernel.execute_reply", outcome,
                     details={"msg_id": msg_id, "sha256": known.get("sha256")})
 
+    def _explain_error(self, content, parent: dict) -> None:
+        """An error a sandbox limit caused (MemoryError, EFBIG...) gets a note naming the limit."""
+        if not isinstance(content, dict):
+            return
+        ename, evalue = content.get("ename"), content.get("evalue")
+        if isinstance(ename, str) and isinstance(evalue, str):
+            hint = error_hint(ename, evalue, self.warden.sandbox_runner.limits)
+            if hint:
+                self._notice(hint, parent)
+
+    def kernel_ended(self, message: str) -> None:
+        """Tell this client why its kernel died: in each running cell, or once if none runs."""
+        if self.closing:
+            return
+        running = [e["header"] for e in self._executions.values() if "header" in e and not e.get("replied")]
+        try:
+            for parent in running or [{}]:
+                self._notice(message, parent)
+        except Exception as e:  # the websocket may be closing too
+            self.log.debug("kernel %s: the end notice was not sent: %s", self.kernel_id, e)
+
     def _to_client(self, channel: str, msg: dict) -> None:
+        """Send a message the guard made (a notice, an error reply), within the send buffer bound."""
+        if not self.closing and self._room_to_send(channel, None):
+            self._write(channel, msg)
+
+    def _write(self, channel: str, msg: dict) -> None:
         if self._v1:
-            self.websocket_handler.write_message(serialize_msg_to_ws_v1(msg, channel, self.session.pack),
-                                                 binary=True)
+            data, binary = serialize_msg_to_ws_v1(msg, channel, self.session.pack), True
         else:
-            self.websocket_handler.write_message(json.dumps({**msg, "channel": channel}, default=json_default))
+            data, binary = json.dumps({**msg, "channel": channel}, default=json_default), False
+        try:
+            self.websocket_handler.write_message(data, binary=binary)
+        except WebSocketClosedError:
+            pass
+
+    # -- a client that doesn't read ---------------------------------------------
+
+    def _room_to_send(self, channel: str, message: OutgoingMessage | None) -> bool:
+        """Whether a message may be queued for the client now (the send buffer bound).
+
+        Over ``kernel_max_send_buffer_bytes`` waiting to be sent, output is
+        dropped (the client hears of it once it reads again); status messages
+        and replies still queue, as clients wait for them, up to twice the
+        bound; past that, the client is not reading at all and is disconnected.
+        """
+        limit = self._max_send_buffer
+        pending = _pending_bytes(self.websocket_handler)
+        if pending <= limit:
+            if self._unsent and pending <= limit // 2:
+                self._send_unsent_notice()
+            return True
+        is_output = channel == "iopub" and (message is None or not self._is_status(message))
+        if is_output:
+            if not self._unsent:
+                self._audit("kernel.output_dropped", "deny", rate_limited=True,
+                            reason=f"over {limit} bytes were waiting to be sent to a client that "
+                                   "was not reading; output is dropped until it catches up")
+            self._unsent += 1
+            if message is not None:
+                self._unsent_parent = message.parent
+            return False
+        if pending > 2 * limit:
+            self.close_for(f"this connection stopped reading: over {2 * limit} bytes were waiting "
+                           "to be sent to it (c.Warden.kernel_max_send_buffer_bytes)")
+            return False
+        if self._unsent and channel == "iopub":
+            self._send_unsent_notice()  # before the (idle) status, so the cell still shows it
+        return True
+
+    def _send_unsent_notice(self) -> None:
+        """One small notice for the output dropped so far; it is queued even over the bound."""
+        count, parent = self._unsent, self._unsent_parent
+        self._unsent, self._unsent_parent = 0, None
+        text = (f"[jupyter-warden] {count} output message(s) were not shown: this connection was "
+                f"not reading them fast enough, and over {self._max_send_buffer} bytes were waiting "
+                "to be sent (c.Warden.kernel_max_send_buffer_bytes).\n")
+        msg = self.session.msg("stream", {"name": "stderr", "text": text},
+                               parent=parent if isinstance(parent, dict) else {})
+        self._write("iopub", msg)
 
     # -- shared -------------------------------------------------------------
 
@@ -394,6 +629,16 @@ class KernelChannelGuard:
             details={"kernel": self.kernel_id, **({"paths": list(self.paths)} if len(self.paths) > 1 else {}),
                      **(details or {})},
         )
+
+
+def _reply_of(msg, parts) -> tuple[str | None, dict | None]:
+    """(the parent msg_id, the content) of a client's reply, in either wire protocol."""
+    try:
+        parent = msg["parent_header"] if parts is None else json.loads(parts[1])
+        content = msg["content"] if parts is None else json.loads(parts[3])
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return None, None
+    return (parent.get("msg_id") if isinstance(parent, dict) else None), content
 
 
 async def _maybe_await(value):
@@ -431,19 +676,17 @@ class GuardedZMQChannelsConnection(KernelChannelGuard, ZMQChannelsWebsocketConne
 
     def handle_outgoing_message(self, stream, outgoing_msg) -> None:
         channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
-        _, fed = self.session.feed_identities(outgoing_msg)
-        parts = fed[1:]
-        if channel in ("shell", "iopub") and len(parts) >= 4:
-            unpack = self.session.unpack
-            try:
-                header, parent = unpack(parts[0]), unpack(parts[1])
-            except ValueError:
-                return super().handle_outgoing_message(stream, outgoing_msg)
-            notice = self._outgoing(channel, header, parent, sum(len(p) for p in parts),
-                                    lambda: unpack(parts[3]))
-            if notice is not None:
-                return self._notice(notice, parent)
-        super().handle_outgoing_message(stream, outgoing_msg)
+        idents, fed = self.session.feed_identities(outgoing_msg)
+        if len(fed) < 5:
+            return super().handle_outgoing_message(stream, outgoing_msg)  # not a message: logged there
+        message = OutgoingMessage(channel, self.session, parts=fed[1:])
+        if not self._pass_outgoing(message):
+            return
+        if message.changed:  # re-signed: the JSON protocol checks the kernel's signature
+            outgoing_msg = [*idents, DELIM, self.session.sign(message.parts[:4]), *message.parts]
+        outgoing_msg = self.masking.zmq(self, channel, outgoing_msg)  # secrets/masking.py
+        if outgoing_msg is not None:
+            super().handle_outgoing_message(stream, outgoing_msg)
 
 
 class GuardedGatewayConnection(KernelChannelGuard, GatewayWebSocketConnection):
@@ -455,12 +698,21 @@ class GuardedGatewayConnection(KernelChannelGuard, GatewayWebSocketConnection):
     def handle_outgoing_message(self, incoming_msg, *args) -> None:
         try:
             msg = json.loads(incoming_msg)
-            channel, header, parent = msg.get("channel"), msg["header"], msg.get("parent_header") or {}
+            decoded = [msg["header"], msg.get("parent_header") or {}, msg.get("metadata"), msg.get("content")]
+            channel = msg.get("channel")
         except (ValueError, KeyError, TypeError, AttributeError):
             return super().handle_outgoing_message(incoming_msg, *args)
-        notice = self._outgoing(channel, header, parent, len(incoming_msg), lambda: msg.get("content"))
-        if notice is not None:
-            return self._notice(notice, parent)
+        message = OutgoingMessage(channel, self.session, decoded=decoded, size=len(incoming_msg))
+        if not self._pass_outgoing(message):
+            return
+        if message.changed:
+            msg = {**msg, "content": message.content}
+            incoming_msg = json.dumps(msg, default=json_default)
+        masked = self.masking.json(self, msg)  # secrets/masking.py
+        if masked is None:
+            return
+        if masked is not msg:
+            incoming_msg = json.dumps(masked, default=json_default)
         super().handle_outgoing_message(incoming_msg, *args)
 
 
@@ -492,6 +744,12 @@ class KernelConnections:
                 except Exception:
                     connection.log.exception("kernel connection recheck failed; closing it")
                     connection.close_for("access can't be checked right now")
+
+    def kernel_ended(self, kernel_id: str, message: str) -> None:
+        """A kernel died or was stopped for a limit: every client on it is told why."""
+        for connection in list(self._open):
+            if connection.kernel_id == kernel_id:
+                connection.kernel_ended(message)
 
     def stop(self) -> None:
         if self._timer is not None:

@@ -44,6 +44,10 @@ class KernelShares:
         share = self._live(kernel_id)
         return sorted(share.subjects.values()) if share else []
 
+    def subjects(self, kernel_id: str) -> list[str]:
+        share = self._live(kernel_id)
+        return sorted(share.subjects) if share else []
+
     def is_shared_with(self, kernel_id: str, subject: str) -> bool:
         share = self._live(kernel_id)
         return share is not None and subject in share.subjects
@@ -54,7 +58,7 @@ class KernelShares:
         if share is None:
             share = _Share(weakref.ref(km.get_kernel(kernel_id)), owner_of(km, kernel_id))
             self._shares[kernel_id] = share
-        share.subjects[actor.subject] = actor.name
+        share.subjects[actor.owner] = actor.name
 
     def remove(self, kernel_id: str, subject: str) -> bool:
         share = self._live(kernel_id)
@@ -83,7 +87,7 @@ def may_use_kernel(kernel_manager, actor: Actor, kernel_id: str) -> bool:
     owner = owner_of(kernel_manager, kernel_id)
     if owner is None:
         return False
-    if owner == actor.subject:
+    if owner == actor.owner:
         return True
     shares = getattr(kernel_manager, "warden_shares", None)
-    return shares is not None and shares.is_shared_with(kernel_id, actor.subject)
+    return shares is not None and shares.is_shared_with(kernel_id, actor.owner)

@@ -11,14 +11,17 @@ docs/collaboration.md describes all of it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections import deque
 
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server_ydoc.handlers import FORK_ROOMS, TimelineHandler, YDocWebSocketHandler
 from jupyter_server_ydoc.utils import room_id_from_encoded_path
 from pycrdt import create_sync_message
 from tornado import web
+from tornado.websocket import WebSocketClosedError
 
 from ..audit.log import DropRecords
 from ..policy.engine import Actor
@@ -46,6 +49,17 @@ MESSAGE_RULES: dict[tuple, str] = {
 _EMPTY_UPDATE = b"\x02\x00\x00"
 _DROP_AUDIT_INTERVAL = 1.0  # at most one drop record per connection per second
 _IDENTITY_FIELDS = ("username", "name", "display_name")
+
+# What the server tells a client about its own connection, as RAW JSON messages
+# (docs/collaboration.md, "Telling the client"). Stock clients ignore them.
+ACCESS_NOTICE = "warden:access"  # on open, and whenever write comes or goes
+REFUSED_NOTICE = "warden:refused"  # a message of the client's was dropped for its size
+_OVERSIZE_CLOSE_AFTER = 3  # oversized messages one connection may send before it is closed
+MESSAGE_TOO_BIG = 1009  # the websocket close code for "message too big" (RFC 6455)
+
+# Sign-in re-checks, shared by connections with the same credential for this long.
+_IDENTITY_SHARED_FOR = 0.1
+_IDENTITY_ANSWERS: dict[tuple, tuple] = {}
 
 # Timeline forks (a read-only copy of a document's history): fork room id -> root room id.
 TIMELINE_FORKS: dict[str, str] = {}
@@ -150,17 +164,52 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
         self.awareness_client: int | None = None
         self._drop_records = DropRecords(_DROP_AUDIT_INTERVAL)
         self._identity_checked = time.monotonic()
+        self._oversized = 0
         await super().prepare()
 
+    @property
+    def max_message_size(self) -> int:
+        # Frames up to 4x the cap are read and refused by on_message (audited,
+        # with a notice); anything bigger is never buffered: tornado closes
+        # the connection on its header (1009), see on_close.
+        cap = self.settings["warden"].document_max_message_bytes
+        return cap * 4 if cap > 0 else super().max_message_size
+
     async def open(self, room_id: str) -> None:
+        if self.warden.document_nodelay:
+            # Y updates are small and fan out to every client at once; with
+            # Nagle's algorithm a second write to a socket (the awareness that
+            # follows each keystroke's update) waits for the client's delayed ACK.
+            self.set_nodelay(True)
         self.warden.document_connections.add(self)
         self._audit("document.connect", "allow", reason=self._mode())
         await super().open(room_id)
+        if self.ws_connection is not None and not self.ws_connection.is_closing():
+            self._tell_access()
+
+    def get_websocket_protocol(self):
+        protocol = super().get_websocket_protocol()
+        if protocol is not None:
+            # tornado closes with 1009 by itself on a frame over max_message_size,
+            # before any of it is read: note it, to audit it in on_close.
+            close = protocol.close
+
+            def close_noting_size(code=None, reason=None):
+                if code == MESSAGE_TOO_BIG and not self.closing:
+                    self._frame_too_big = True
+                return close(code, reason)
+
+            protocol.close = close_noting_size
+        return protocol
 
     def on_close(self) -> None:
         warden = getattr(self, "warden", None)
         if warden is not None:
             warden.document_connections.discard(self)
+            if getattr(self, "_frame_too_big", False):
+                self.closing = True
+                self._audit("document.disconnect", "deny",
+                            reason=f"a frame over {self.max_message_size} bytes (4 times the message limit)")
         super().on_close()
 
     def _mode(self) -> str:
@@ -177,14 +226,11 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
         """Follow the policy: close on lost read, turn read-only or read-write as write comes and goes."""
         if self.closing:
             return
+        now = time.monotonic()
+        if now - self._identity_checked >= self.warden.kernel_identity_recheck_interval:
+            self._identity_checked = now
+            _IDENTITY_QUEUE.check_soon(self)
         try:
-            now = time.monotonic()
-            if now - self._identity_checked >= self.warden.kernel_identity_recheck_interval:
-                self._identity_checked = now
-                account = _current_account(self.warden, self, self.account)
-                if account is None:
-                    return self.close_for("your sign-in ended (signed out, token revoked or account removed)")
-                self.account, self.actor = account, Actor.for_account(account)
             if self.warden_path is not None:
                 # The file may have moved (its room id stays): follow it.
                 path = room_path(self.settings, self._room_id)
@@ -199,11 +245,45 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
         if may_write != self.may_write:
             self.may_write = may_write
             self._audit("document.access", "allow" if may_write else "deny", reason=self._mode())
+            self._tell_access()
             if may_write and self.room is not None:
                 # The client's edits from its read-only time were dropped, and Y
                 # applies a client's edits only in order: ask it (sync step 1) for
                 # all it has that the room lacks, or its next edits would wait forever.
                 self.write_message(create_sync_message(self.room.ydoc), binary=True)
+
+    def recheck_identity(self) -> None:
+        """The sign-in, looked up again (from _IDENTITY_QUEUE): closed once it ended."""
+        if self.closing:
+            return
+        try:
+            account = self._current_account()
+        except StoreUnavailable:
+            return self.close_for("access can't be checked right now (the policy store is unreachable)")
+        if account is None:
+            return self.close_for("your sign-in ended (signed out, token revoked or account removed)")
+        self.account, self.actor = account, Actor.for_account(account)
+
+    def _current_account(self):
+        """The sign-in looked up again, once per credential per recheck pass.
+
+        A lookup costs a store transaction (about 1.5 ms); one user's many tabs,
+        all re-checked on the same tick, share one answer.
+        """
+        headers = self.request.headers
+        key = (self.request.remote_ip, headers.get("Authorization"), headers.get("Cookie"),
+               headers.get(self.warden.proxy_header))
+        now = time.monotonic()
+        for old in [k for k, (at, _) in _IDENTITY_ANSWERS.items() if now - at > _IDENTITY_SHARED_FOR]:
+            del _IDENTITY_ANSWERS[old]
+        if key in _IDENTITY_ANSWERS:
+            account = _IDENTITY_ANSWERS[key][1]
+        else:
+            account = _current_account(self.warden, self, self.account)
+            _IDENTITY_ANSWERS[key] = (now, account)
+        if account is None or account.name != self.account.name or account.link_id != self.account.link_id:
+            return None
+        return account
 
     def close_for(self, reason: str) -> None:
         self.closing = True
@@ -217,6 +297,9 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
     def on_message(self, message):
         if self.closing:
             return None
+        cap = self.warden.document_max_message_bytes
+        if cap > 0 and len(message) > cap:
+            return self._too_big(message, cap)
         try:
             rule, message = self._screen(message)
         except _Malformed as e:
@@ -265,6 +348,46 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
         reply = json.dumps({"type": "save", "responseTo": save_id, "status": "failed"})
         self.write_message(_uint(RAW) + _chunk(reply.encode()), binary=True)
         return None
+
+    def _too_big(self, message, cap: int) -> None:
+        """A message over c.Warden.document_max_message_bytes: dropped, audited, told; closed if it goes on.
+
+        A writer's change that is dropped leaves its client out of step for
+        good (Y applies a client's changes only in order): that connection is
+        closed at once, so that the client reconnects (JupyterLab reloads).
+        """
+        self._oversized += 1
+        change = isinstance(message, bytes) and message[:1] == bytes([SYNC]) and message[1:2] in (
+            bytes([SYNC_STEP2]), bytes([SYNC_UPDATE]))
+        reason = f"a message of {len(message)} bytes is over this server's limit of {cap} bytes"
+        self._drop(reason, kind="too-big")
+        self._notify(REFUSED_NOTICE, reason=reason, size=len(message), limit=cap)
+        if change and self.may_write:
+            return self._close_too_big(f"a change of {len(message)} bytes is over the limit of {cap} bytes")
+        if self._oversized >= _OVERSIZE_CLOSE_AFTER:
+            return self._close_too_big(f"{self._oversized} messages over the limit of {cap} bytes")
+        return None
+
+    def _close_too_big(self, reason: str) -> None:
+        self.closing = True
+        self.warden.document_connections.discard(self)
+        self._audit("document.disconnect", "deny", reason=reason)
+        self.close(MESSAGE_TOO_BIG, reason.encode()[:123].decode("utf-8", "ignore"))
+
+    # -- server to client: notices ------------------------------------------
+
+    def _tell_access(self) -> None:
+        """Tell the client whether its changes reach the room (docs/collaboration.md)."""
+        self._notify(ACCESS_NOTICE, path=self.warden_path, writable=self.may_write,
+                     reason=("you may edit this document" if self.may_write else
+                             "read-only: you may not write this document; your changes are not kept"))
+
+    def _notify(self, kind: str, **fields) -> None:
+        body = json.dumps({"type": kind, **fields})
+        try:
+            self.write_message(_uint(RAW) + _chunk(body.encode()), binary=True)
+        except WebSocketClosedError:
+            pass  # the client is gone: it needs no notice
 
     def _awareness(self, message: bytes) -> bytes:
         """The awareness update with this user's identity as the server knows it.
@@ -333,6 +456,43 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
             self.actor.name, action, outcome, path=self.warden_path, reason=reason,
             client=self.request.remote_ip, details={"room": self._room_id, **(details or {})},
         )
+
+
+class _IdentityQueue:
+    """Sign-in re-checks of open document websockets, one per turn of the event loop.
+
+    Each is a store transaction (about 1.5 ms): a hundred followers re-checked
+    in one go would hold every room's messages for 150 ms or more. One at a
+    time, messages flow in between; a hundred still take well under a second.
+    """
+
+    def __init__(self):
+        self._due: deque = deque()
+        self._task: asyncio.Task | None = None
+        self._loop = None
+
+    def check_soon(self, connection) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new server (tests): nothing from the old loop carries over
+            self._loop, self._due, self._task = loop, deque(), None
+        if connection in self._due:
+            return  # (a slow store: still waiting from the last interval)
+        self._due.append(connection)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._due:
+            connection = self._due.popleft()
+            try:
+                connection.recheck_identity()
+            except Exception:
+                connection.log.exception("document connection sign-in recheck failed; closing it")
+                connection.close_for("access can't be checked right now")
+            await asyncio.sleep(0)  # let the loop deliver messages before the next one
+
+
+_IDENTITY_QUEUE = _IdentityQueue()
 
 
 class GuardedTimelineHandler(TimelineHandler):

@@ -45,7 +45,7 @@ def owning_kernel_manager(base: type) -> type:
             actor = _requester()
             kernel_id = await super().start_kernel(*args, **kwargs)
             if actor is not None:
-                self.__dict__.setdefault("_owners", {})[kernel_id] = actor.subject
+                self.__dict__.setdefault("_owners", {})[kernel_id] = actor.owner
             return kernel_id
 
         def list_kernels(self):
@@ -72,7 +72,7 @@ def owning_session_manager(base: type) -> type:
                 return True
             if shared:  # listed, and usable for a session; never changed through theirs
                 return may_use_kernel(self.kernel_manager, actor, kernel_id)
-            return owner_of(kernel_id) == actor.subject
+            return owner_of(kernel_id) == actor.owner
 
         def paths_of_kernel(self, kernel_id: str) -> list[str]:
             """The paths of the sessions that use ``kernel_id`` (for `manage` checks)."""

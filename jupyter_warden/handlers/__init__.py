@@ -10,11 +10,14 @@ import re
 
 from .audit import AuditHandler
 from .grants import GrantsHandler
-from .kernels import KernelSharesHandler
+from .kernels import KernelExitHandler, KernelSharesHandler
 from .labels import LabelHandler, LabelsHandler, PathLabelsHandler
 from .links import LinkHandler, LinkSignInHandler, LinksHandler
 from .openapi import OpenAPIHandler
 from .permissions import PermissionsHandler
+from .principals import PrincipalsHandler
+from .secrets import SecretGrantsHandler, SecretHandler, SecretsHandler
+from .sealed import KeyGrantsHandler, KeyRotateHandler, KeysHandler, SealHandler, UnsealHandler
 from .status import StatusHandler
 
 # URL templates in OpenAPI's spelling, relative to the server's base_url.
@@ -23,6 +26,7 @@ ROUTES = [
     ("/api/warden/permissions", PermissionsHandler),
     ("/api/warden/status", StatusHandler),
     ("/api/warden/grants", GrantsHandler),
+    ("/api/warden/principals", PrincipalsHandler),
     ("/api/warden/links", LinksHandler),
     ("/api/warden/links/{link_id}", LinkHandler),
     ("/api/warden/labels", LabelsHandler),
@@ -30,6 +34,15 @@ ROUTES = [
     ("/api/warden/path-labels", PathLabelsHandler),
     ("/api/warden/audit", AuditHandler),
     ("/api/warden/kernels/{kernel_id}/shares", KernelSharesHandler),
+    ("/api/warden/kernels/{kernel_id}/exit", KernelExitHandler),
+    ("/api/warden/secrets", SecretsHandler),
+    ("/api/warden/secrets/{name}", SecretHandler),
+    ("/api/warden/secrets/{name}/grants", SecretGrantsHandler),
+    ("/api/warden/keys", KeysHandler),
+    ("/api/warden/keys/{name}/grants", KeyGrantsHandler),
+    ("/api/warden/keys/{name}/rotate", KeyRotateHandler),
+    ("/api/warden/seal", SealHandler),
+    ("/api/warden/unseal", UnsealHandler),
     ("/warden/link/{token}", LinkSignInHandler),
 ]
 

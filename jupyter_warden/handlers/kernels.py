@@ -1,4 +1,4 @@
-"""Kernel shares: ``/api/warden/kernels/{kernel_id}/shares``.
+"""Kernel shares (``/api/warden/kernels/{kernel_id}/shares``) and why a kernel ended (``.../exit``).
 
 A kernel's owner (or an admin) lets named users into the kernel, and takes
 that back. A share lets its user run code *as the owner*, so the user must
@@ -6,6 +6,8 @@ already have read-write-run on every notebook the kernel runs for.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
@@ -23,7 +25,7 @@ class KernelSharesHandler(WardenAPIHandler):
         """The kernel's owner subject; 404 unless the requester owns it or is an admin."""
         km = self.kernel_manager
         owner = owner_of(km, kernel_id) if kernel_id in km else None
-        if owner is None or not (self.actor.admin or owner == self.actor.subject):
+        if owner is None or not (self.actor.admin or owner == self.actor.owner):
             self.audit(action, "deny", None, reason="not the kernel's owner", details={"kernel": kernel_id})
             raise web.HTTPError(404, f"there is no kernel {kernel_id!r} of yours")
         return owner
@@ -54,7 +56,7 @@ class KernelSharesHandler(WardenAPIHandler):
             self.audit("kernel.share", "deny", None, reason="no such user", details=details)
             raise web.HTTPError(400, f"there is no user {name!r}")
         target = Actor.for_account(account)
-        if target.subject == owner:
+        if target.owner == owner:
             raise web.HTTPError(400, f"{name} owns this kernel already")
         paths = run_paths(self.session_manager, kernel_id)
         if not paths:
@@ -85,7 +87,7 @@ class KernelSharesHandler(WardenAPIHandler):
             body = self.json_body({"user": str})
         name = self._user_argument(body)
         account = self.warden.accounts.get_user(name)
-        subject = Actor.for_account(account).subject if account is not None else None
+        subject = Actor.for_account(account).owner if account is not None else None
         shares = self.warden.kernel_shares
         if subject is None or not shares.is_shared_with(kernel_id, subject):
             raise web.HTTPError(404, f"kernel {kernel_id} is not shared with {name!r}")
@@ -94,3 +96,21 @@ class KernelSharesHandler(WardenAPIHandler):
         shares.remove(kernel_id, subject)  # closes that user's connections to it at once
         self.set_status(204)
         self.finish()
+
+
+class KernelExitHandler(WardenAPIHandler):
+    """``/api/warden/kernels/{kernel_id}/exit``: why a kernel last died or was stopped by the sandbox."""
+
+    @web.authenticated
+    @authorized
+    def get(self, kernel_id: str):
+        end = self.warden.kernel_ends.get(kernel_id)
+        subject = self.actor.owner  # a link guest: its own kernels only
+        if end is None or not (self.actor.admin or subject == end["owner"] or subject in end["users"]):
+            raise web.HTTPError(404, f"no kernel {kernel_id!r} of yours was stopped by a limit")
+        self.reply({k: end[k] for k in ("kernel", "cause", "message", "exit_code")}
+                   | {"at": _iso(end["at"])})
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat()

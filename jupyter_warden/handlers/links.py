@@ -70,6 +70,9 @@ class LinksHandler(WardenAPIHandler):
         expires = parse_time(body.get("expires"), "expires")
         details = {"level": level, "expires": iso(expires)}
         self.require("manage", path, "link.create", details)
+        if self.warden.identity == "jupyterhub":
+            # Only the hub lets people in here; an anonymous guest would bypass it.
+            raise web.HTTPError(409, HUB_NO_LINKS)
         try:
             link, token = self.warden.policy.create_link(
                 path, level, expires, by=self.actor.name, audited=self.audited(details)
@@ -98,6 +101,10 @@ class LinkHandler(WardenAPIHandler):
         self.finish()
 
 
+HUB_NO_LINKS = ("share links are off on a server whose users come from JupyterHub: share the "
+                "server through the hub (a group's role or a share), then grant here")
+
+
 class LinkSignInHandler(JupyterHandler):
     """A link's URL: start a guest session and open its notebook in JupyterLab."""
 
@@ -107,10 +114,12 @@ class LinkSignInHandler(JupyterHandler):
         link = warden.policy.link_for_token(token)
         client = self.request.remote_ip
         account = getattr(self, "warden_account", None) if self.current_user else None
-        if link is None:
+        # Only the hub lets people in on a hub server (see HUB_NO_LINKS).
+        hub_mode = link is not None and warden.identity == "jupyterhub"
+        if link is None or hub_mode:
             warden.audit.record(
                 actor="anonymous", action="auth.link_opened", outcome="deny",
-                reason="unknown, revoked or expired link", client=client,
+                reason=HUB_NO_LINKS if hub_mode else "unknown, revoked or expired link", client=client,
             )
             self.set_status(404)
             self.finish(

@@ -52,7 +52,124 @@ KERNEL_ID = {"name": "kernel_id", "in": "path", "required": True, "schema": {"ty
 NO_CONTENT = {"description": "Done; no content."}
 
 _time = {"type": "string", "format": "date-time", "nullable": True}
+SECRET_NAME = {"name": "name", "in": "path", "required": True,
+               "description": "The secret's name: letters, digits and _, not starting with a digit.",
+               "schema": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"}}
+KEY_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "The sealing key's name."}
 _SCHEMAS = {
+    "Secret": {
+        "type": "object",
+        "description": "What may be shown of a secret. Never its value.",
+        "properties": {
+            "name": {"type": "string"},
+            "owner": {"type": "string", "description": "user:KEY or group:KEY"},
+            "grants": {"type": "array", "items": {"type": "string"}, "nullable": True,
+                       "description": "Subjects it is granted to; null when you may read it but not manage it."},
+            "created_by": {"type": "string", "nullable": True},
+            "created": {"type": "string", "format": "date-time"},
+            "updated": {"type": "string", "format": "date-time"},
+            "manageable": {"type": "boolean", "description": "You may replace, grant, revoke and delete it."},
+        },
+        "required": ["name", "owner", "manageable"],
+    },
+    "SecretList": {
+        "type": "object",
+        "properties": {"secrets": {"type": "array", "items": _ref("Secret")}},
+        "required": ["secrets"],
+    },
+    "SecretValue": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "value": {"type": "string", "minLength": 1, "description": "Up to 64 KiB of UTF-8. Never returned."},
+            "owner": {"type": "string", "description": "user:NAME or group:NAME; default: the secret's "
+                      "current owner, or you for a new secret. Yourself or a group you are in, unless admin."},
+        },
+        "required": ["value"],
+    },
+    "SecretGrantSubject": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"subject": {"type": "string", "description": "user:NAME, group:NAME or authenticated"}},
+        "required": ["subject"],
+    },
+    "Principals": {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string"},
+            "users": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "display_name": {"type": "string"}}}},
+            "groups": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}}}},
+        },
+        "required": ["users", "groups"],
+    },
+    "Key": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "current_version": {"type": "integer", "description": "The version new seals use."},
+            "versions": {"type": "array", "items": {"type": "integer"}},
+            "created": {"type": "string", "format": "date-time"},
+            "created_by": {"type": "string", "nullable": True},
+            "grants": {
+                "type": "array", "nullable": True,
+                "description": "Who may use or manage it; null unless you manage the key.",
+                "items": {"type": "object", "properties": {
+                    "subject": {"type": "string", "description": "user:KEY, group:KEY or authenticated"},
+                    "role": {"type": "string", "enum": ["use", "manage"]}}},
+            },
+        },
+        "required": ["name", "current_version", "versions"],
+    },
+    "NewKey": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string"}},
+        "required": ["name"],
+    },
+    "NewKeyGrant": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "subject": {"type": "string", "description": "user:NAME, group:NAME or authenticated"},
+            "role": {"type": "string", "enum": ["use", "manage"], "description": "Default: use."},
+        },
+        "required": ["subject"],
+    },
+    "SealRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "path": {"type": "string", "description": "A notebook, relative to the server root."},
+            "key": {"type": "string"},
+            "tag": {"type": "string", "description": "Seal the code cells tagged so (default: sealed)."},
+        },
+        "required": ["path", "key"],
+    },
+    "SealResult": {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string"},
+            "key": {"type": "string"},
+            "sealed": {"type": "array", "items": {"type": "string"}, "description": "Cell ids sealed now."},
+            "resealed": {"type": "array", "items": {"type": "string"},
+                         "description": "Cell ids re-sealed under the key's current version."},
+            "unchanged": {"type": "array", "items": {"type": "string"}},
+            "history_purged": {"type": "integer", "description": "Stored Y updates deleted."},
+        },
+    },
+    "UnsealRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"path": {"type": "string"}},
+        "required": ["path"],
+    },
+    "UnsealResult": {
+        "type": "object",
+        "properties": {"path": {"type": "string"}, "unsealed": {"type": "array", "items": {"type": "string"}}},
+    },
     "KernelShareUser": {
         "type": "object",
         "additionalProperties": False,
@@ -63,11 +180,24 @@ _SCHEMAS = {
         "type": "object",
         "properties": {
             "kernel": {"type": "string"},
-            "owner": {"type": "string", "description": "The owner's subject, user:KEY"},
+            "owner": {"type": "string",
+                      "description": "The owner: user:KEY, or link:ID/guest:N for one bearer of a share link"},
             "users": {"type": "array", "items": {"type": "string"}},
             "warning": {"type": "string", "description": "On POST: what the share lets the user do."},
         },
         "required": ["kernel", "owner", "users"],
+    },
+    "KernelExit": {
+        "type": "object",
+        "properties": {
+            "kernel": {"type": "string"},
+            "cause": {"type": "string", "description": "cpu-limit, file-size-limit, crashed (possibly the "
+                      "memory limit), killed, max-age, access-lost, terminated, or 'exited with status N'"},
+            "message": {"type": "string", "description": "The sentence shown to the kernel's clients."},
+            "exit_code": {"type": "integer", "nullable": True},
+            "at": {"type": "string", "format": "date-time"},
+        },
+        "required": ["kernel", "cause", "message", "exit_code", "at"],
     },
     "Status": {
         "type": "object",
@@ -270,6 +400,19 @@ _PATHS = {
             "responses": {"204": NO_CONTENT, "400": E400, "403": E403, "404": E404},
         },
     },
+    "/api/warden/principals": {
+        "get": {
+            "summary": "Users and groups to share with, for the share dialog's completion. Needs manage on the path.",
+            "parameters": [
+                PATH_PARAM,
+                _query("q", "Only names containing this text (case-insensitive); at most 50 of each."),
+            ],
+            "responses": {
+                "200": _json(_ref("Principals"), "Matching users and groups."),
+                "400": E400, "403": E403, "404": E404,
+            },
+        }
+    },
     "/api/warden/links": {
         "get": {
             "summary": "Share links on a path and below it (never their tokens). Needs manage on the path.",
@@ -376,6 +519,121 @@ _PATHS = {
             "responses": {"204": NO_CONTENT, "400": E400, "404": E404},
         },
     },
+    "/api/warden/kernels/{kernel_id}/exit": {
+        "get": {
+            "summary": "Why a sandboxed kernel last died or was stopped (a limit, its maximum age, lost access).",
+            "description": "For the kernel's owner, users it was shared with, and admins; kept in the "
+                           "server's memory for the last 1000 such ends. Ends the user asked for "
+                           "(shutdown, restart) are not kept.",
+            "parameters": [KERNEL_ID],
+            "responses": {"200": _json(_ref("KernelExit"), "The last end."), "404": E404},
+        }
+    },
+    "/api/warden/secrets": {
+        "get": {
+            "summary": "The secrets you manage (with their grants) or may read in your kernels: names, never values.",
+            "responses": {"200": _json(_ref("SecretList"), "The secrets.")},
+        },
+    },
+    "/api/warden/secrets/{name}": {
+        "put": {
+            "summary": "Create a secret, or replace its value. Write-only: the value is never returned.",
+            "description": "Its owner, a member of an owning group, or an admin. Names are server-wide. "
+                           "Audited (secret.set), without the value.",
+            "parameters": [SECRET_NAME],
+            "requestBody": _body("SecretValue"),
+            "responses": {
+                "201": _json(_ref("Secret"), "Created."),
+                "200": _json(_ref("Secret"), "Replaced."),
+                "400": E400,
+                "409": _error("The name belongs to a secret you don't manage."),
+            },
+        },
+        "delete": {
+            "summary": "Delete a secret and its grants. Audited (secret.remove).",
+            "parameters": [SECRET_NAME],
+            "responses": {"204": NO_CONTENT, "404": _error("No secret of that name that you manage.")},
+        },
+    },
+    "/api/warden/secrets/{name}/grants": {
+        "post": {
+            "summary": "Let a user or group read the secret in their kernels. Audited (secret.grant).",
+            "parameters": [SECRET_NAME],
+            "requestBody": _body("SecretGrantSubject"),
+            "responses": {"200": _json(_ref("Secret"), "Granted."), "400": E400,
+                          "404": _error("No secret of that name that you manage.")},
+        },
+        "delete": {
+            "summary": "Take a grant back; the next read by a kernel is refused. Audited (secret.revoke).",
+            "parameters": [SECRET_NAME, _query("subject", "user:NAME, group:NAME or authenticated", required=True)],
+            "responses": {"204": NO_CONTENT, "400": E400,
+                          "404": _error("No secret of that name that you manage.")},
+        },
+    },
+    "/api/warden/keys": {
+        "get": {
+            "summary": "Sealing keys you may use or manage (admins: all). Grants only for keys you manage.",
+            "responses": {"200": _json({"type": "object", "properties": {"keys": {
+                "type": "array", "items": _ref("Key")}}}, "The keys.")},
+        },
+        "post": {
+            "summary": "Create a sealing key (version 1). Admins only.",
+            "requestBody": _body("NewKey"),
+            "responses": {"201": _json(_ref("Key"), "The key."), "400": E400,
+                          "409": _error("A key of that name exists.")},
+        },
+    },
+    "/api/warden/keys/{name}/grants": {
+        "post": {
+            "summary": "Let a subject use (or manage) the key. The key's managers or an admin.",
+            "parameters": [KEY_NAME],
+            "requestBody": _body("NewKeyGrant"),
+            "responses": {"201": _json(_ref("Key"), "The key, with its grants."), "400": E400},
+        },
+        "delete": {
+            "summary": "Take back a subject's use of the key; their next sealed run is refused.",
+            "parameters": [KEY_NAME, _query("subject", "user:NAME, group:NAME or authenticated", True)],
+            "responses": {"204": NO_CONTENT, "400": E400, "404": E404},
+        },
+    },
+    "/api/warden/keys/{name}/rotate": {
+        "post": {
+            "summary": "Give the key a new current version; cells sealed before still open. Managers or admins.",
+            "parameters": [KEY_NAME],
+            "requestBody": {"required": False, "description": "None, or an empty object.",
+                            "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": _json(_ref("Key"), "The key."), "404": E404},
+        }
+    },
+    "/api/warden/seal": {
+        "post": {
+            "summary": "Seal a notebook's tagged cells in place. Needs manage on it and use of the key.",
+            "description": "Refused (409) while a real-time collaboration room holds the notebook. "
+                           "Afterwards the notebook's stored Y history and its checkpoints are deleted, "
+                           "so no clear text outlives the sealing. Cells sealed under an older key "
+                           "version are re-sealed under the current one. Audited (notebook.seal).",
+            "requestBody": _body("SealRequest"),
+            "responses": {
+                "200": _json(_ref("SealResult"), "What was sealed."),
+                "400": E400, "404": E404,
+                "409": _error("A room is open on the notebook, or a sealed cell does not open."),
+            },
+        }
+    },
+    "/api/warden/unseal": {
+        "post": {
+            "summary": "Put a notebook's sealed cells back in clear text, in place. Needs manage and use of "
+                       "every key.",
+            "description": "Refused (409) while anyone without manage may read the notebook, or a room "
+                           "holds it. Audited (notebook.unseal).",
+            "requestBody": _body("UnsealRequest"),
+            "responses": {
+                "200": _json(_ref("UnsealResult"), "The cells unsealed."),
+                "400": E400, "404": E404,
+                "409": _error("Readers without manage, an open room, or a cell that does not open."),
+            },
+        }
+    },
     "/warden/link/{token}": {
         "get": {
             "summary": "Open a share link: sign in as its guest and go to the notebook in JupyterLab.",
@@ -402,7 +660,7 @@ OPENAPI = {
     "info": {
         "title": "jupyter-warden",
         "version": __version__,
-        "description": "Grants, share links, labels, effective permissions and audit queries. "
+        "description": "Grants, share links, labels, kernel shares, secrets (write-only), effective permissions and audit queries. "
         "Send `Authorization: token <api token>`, or the sign-in cookie with an `X-XSRFToken` header.",
     },
     "components": {

@@ -1,4 +1,4 @@
-"""``GET /api/warden/status``: which of the guarantees that depend on the host hold on this server.
+"""``GET /api/warden/status``: which of the guarantees that depend on the host hold on this server (G4-G6).
 
 Any signed-in user may ask: a user deciding what to put in a notebook should
 know whether other users' kernels can read it.
@@ -25,5 +25,8 @@ class StatusHandler(WardenAPIHandler):
                        if sandboxed else no_sandbox},
                 "G5": {"holds": False, "reason": "sealed cells are not implemented yet"
                        if sandboxed else no_sandbox},
+                # The vault hands secrets only to sandboxed kernels (docs/secrets.md).
+                "G6": {"holds": sandboxed, "reason": "secrets reach kernels over each kernel's own socket, "
+                       "masked in outputs" if sandboxed else no_sandbox + "; they get no secrets"},
             },
         })

@@ -8,9 +8,11 @@ stored only as hashes: argon2 for passwords, SHA-256 for random tokens.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import hmac
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from ..store.models import (
     Group,
     GroupMember,
     LoginSession,
+    SealingKeyGrant,
     ShareLink,
     User,
     utcnow,
@@ -55,10 +58,13 @@ class Account:
     has_password: bool = False
     # Set for the bearer of a share link, who is a guest of one path only.
     link_id: str | None = None
+    # A guest's own sign-in (its session's row): two bearers of one link are two guests.
+    guest_id: str | None = None
 
     @classmethod
-    def guest(cls, link_id: str) -> Account:
-        return cls(id=0, name=f"guest-{link_id}", display_name="Guest (shared link)", admin=False, link_id=link_id)
+    def guest(cls, link_id: str, guest_id: str | None = None) -> Account:
+        return cls(id=0, name=f"guest-{link_id}", display_name="Guest (shared link)", admin=False,
+                   link_id=link_id, guest_id=guest_id)
 
 
 @dataclass(frozen=True)
@@ -226,6 +232,7 @@ class Accounts:
             s.execute(delete(GroupMember).where(GroupMember.user_id == uid))
             # A later account of the same name must not inherit these.
             s.execute(delete(Grant).where(Grant.subject == f"user:{user.name_key}"))
+            s.execute(delete(SealingKeyGrant).where(SealingKeyGrant.subject == f"user:{user.name_key}"))
             s.delete(user)
             bump_policy_version(s)
 
@@ -333,7 +340,7 @@ class Accounts:
                 if link is None or bearer_state(link.revoked_at, link.expires_at, now) != "active":
                     s.delete(row)
                     return None
-                return Account.guest(row.link_id)
+                return Account.guest(row.link_id, guest_id=str(row.id))
             return self._account(s, row.user)
 
     def end_session(self, value: str) -> None:
@@ -398,6 +405,87 @@ class Accounts:
         )
         if exists is None:
             session.add(GroupMember(group_id=group.id, user_id=user.id))
+        else:
+            # Added here by hand: the membership is the warden's own from now
+            # on, and no longer follows the hub's (identity/hub.py).
+            session.get(GroupMember, exists).source = None
+
+    def sync_hub_user(
+        self, name: str, groups: list[str] | None, admin: bool, on_change=None
+    ) -> tuple[Account, dict]:
+        """The account of a JupyterHub user, created if missing, in step with the hub.
+
+        ``groups`` are the user's hub groups: each becomes a membership marked
+        as the hub's (groups are created as needed), and the hub's memberships
+        the user no longer has are removed. Memberships made in the warden
+        itself are never touched. ``admin`` becomes the account's admin flag.
+        One transaction; it writes (and bumps the policy version, so cached
+        decisions go) only when something changed, and then calls
+        ``on_change(session, changes)`` inside it (the audit record commits with
+        the change or not at all). Returns the account and what changed.
+
+        ``groups`` None means the hub did not say (a token without the scope
+        to read them): nothing is changed, and the account returned has none
+        of its hub memberships, only the warden's own.
+        """
+        name = _valid_name(name, "user name")
+        wanted = {name_key(g): g for g in groups or ()}
+        try:
+            with self.store.transaction() as s:
+                user = self._find_user(s, name)
+                changes: dict = {}
+                if user is not None and not same_spelling(user.name, name):
+                    # Twins (ß and ss, full-width letters) are one account here;
+                    # two hub users must never share one.
+                    raise AccountError(
+                        f"hub user {name!r} can't be told apart from this server's user {user.name!r} "
+                        "(names that differ only by case or Unicode form are one user here); "
+                        "rename one of them in the hub"
+                    )
+                if user is None:
+                    user = User(name=name, name_key=name_key(name), admin=admin)
+                    s.add(user)
+                    s.flush()
+                    changes["created"] = True
+                if user.admin != admin:
+                    user.admin = admin
+                    changes["admin"] = admin
+                current = {
+                    g.name_key: (g, m)
+                    for g, m in s.execute(
+                        select(Group, GroupMember)
+                        .join(GroupMember, GroupMember.group_id == Group.id)
+                        .where(GroupMember.user_id == user.id)
+                    ).all()
+                }
+                for key, (group, member) in current.items():
+                    if groups is not None and member.source == "hub" and key not in wanted:
+                        s.delete(member)
+                        changes.setdefault("groups_left", []).append(group.name)
+                for key, group_name in wanted.items():
+                    if key in current:
+                        continue
+                    group = self._find_group(s, group_name)
+                    if group is None:
+                        group = Group(name=group_name, name_key=key)
+                        s.add(group)
+                        s.flush()
+                    s.add(GroupMember(group_id=group.id, user_id=user.id, source="hub"))
+                    changes.setdefault("groups_joined", []).append(group.name)
+                if changes:
+                    s.flush()
+                    bump_policy_version(s)
+                    if on_change is not None:
+                        on_change(s, changes)
+                account = self._account(s, user)
+                if groups is None:
+                    own = sorted(g.name for g, m in current.values() if m.source != "hub")
+                    account = dataclasses.replace(account, groups=tuple(own))
+                return account, changes
+        except IntegrityError:
+            # Another request of the same user synced at the same moment: once
+            # more, now against what it wrote.
+            return self.sync_hub_user(name, groups, admin, on_change)
 
     def import_roster(
         self, group_name: str, roster: Path, create_missing: bool = False
@@ -423,6 +511,11 @@ class Accounts:
                 self._add_member(s, group, self._find_user(s, name))
             bump_policy_version(s)
             return names, unknown
+
+
+def same_spelling(a: str, b: str) -> bool:
+    """Whether two names are the same but for upper and lower case (not a Unicode twin)."""
+    return unicodedata.normalize("NFC", a).lower() == unicodedata.normalize("NFC", b).lower()
 
 
 def read_roster(path: Path) -> list[str]:

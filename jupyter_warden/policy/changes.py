@@ -100,6 +100,10 @@ def _path(path: str) -> str:
 class Policy:
     """Writes to the policy tables of one store."""
 
+    # Set where users and groups come from elsewhere (JupyterHub): a grant may
+    # name one before it first arrives, and its (password-less) record is made.
+    create_missing_subjects = False
+
     def __init__(self, store: Store, on_change=None):
         self.store = store
         # Called after each committed change (the server's engine invalidates).
@@ -126,7 +130,11 @@ class Policy:
             raise PolicyError(str(e)) from None
         table = User if kind == "user" else Group
         if session.scalar(select(table.id).where(table.name_key == key)) is None:
-            raise PolicyError(f"there is no {kind} named {raw!r}")
+            if not self.create_missing_subjects:
+                raise PolicyError(f"there is no {kind} named {raw!r}")
+            name = normalize_name(raw)
+            session.add(User(name=name, name_key=key, admin=False) if kind == "user" else Group(name=name, name_key=key))
+            session.flush()
         return f"{kind}:{key}"
 
     # -- grants ---------------------------------------------------------------

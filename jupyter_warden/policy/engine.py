@@ -50,13 +50,15 @@ class Actor:
     groups: frozenset[str] = frozenset()
     admin: bool = False
     link_id: str | None = None
+    guest_id: str | None = None  # one bearer of the link (its sign-in), see ``owner``
 
     @classmethod
     def for_account(cls, account) -> Actor:
         from ..names import name_key
 
         if getattr(account, "link_id", None):
-            return cls.for_link(account.link_id)
+            return cls(name=f"link:{account.link_id}", link_id=account.link_id,
+                       guest_id=getattr(account, "guest_id", None))
         return cls(
             name=account.name,
             key=name_key(account.name),
@@ -71,6 +73,17 @@ class Actor:
     @property
     def subject(self) -> str:
         return f"link:{self.link_id}" if self.link_id else f"user:{self.key}"
+
+    @property
+    def owner(self) -> str:
+        """Who owns the kernels this actor starts: its subject, or for a link, the one bearer.
+
+        Every bearer of a link has the link's rights, but each its own kernels:
+        a presenter's audience must not run code in each other's.
+        """
+        if self.link_id and self.guest_id:
+            return f"link:{self.link_id}/guest:{self.guest_id}"
+        return self.subject
 
     @functools.cached_property
     def subjects_key(self) -> tuple[str, ...]:
@@ -168,6 +181,11 @@ class PolicyEngine:
                 self._cache.clear()
             self._cache[key] = entry
         return entry.effective
+
+    def version(self) -> int | None:
+        """The store's policy version as last polled: it changes with every grant change."""
+        self._poll_version()
+        return self._version
 
     def invalidate(self) -> None:
         """Forget every cached answer (this process changed the policy)."""

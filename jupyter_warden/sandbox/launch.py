@@ -25,6 +25,10 @@ BWRAP = "/usr/bin/bwrap"
 PRLIMIT = "/usr/bin/prlimit"
 SETPRIV = "/usr/bin/setpriv"
 KERNEL_HOME = "/home/kernel"
+# Where the jupyter_warden package is bound read-only, so that kernels can
+# `from jupyter_warden import secrets` whatever their environment holds.
+CLIENT_SITE = "/opt/jupyter-warden/site"
+PACKAGE = Path(__file__).resolve().parent.parent
 
 # Variables a kernel inherits from the server; everything else (database
 # URLs, tokens, proxies' secrets) stays out of the sandbox. JPY_PARENT_PID too:
@@ -100,6 +104,11 @@ class Launch:
     mounts: list[str]  # bwrap's file-system arguments, in order
     chdir: str
     run_dir: Path
+    # (API path, writable, a mount of its own?) of each folder and file the kernel
+    # can reach in the served root: what its user must keep the right to while
+    # it runs (sandbox/watch.py).
+    views: list[tuple[str, bool, bool]] = dataclasses.field(default_factory=list)
+    workspace: str | None = None  # the user's workspace (API path), when bound
 
     def argv(self, kernel_cmd: list[str]) -> list[str]:
         namespaces = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -115,11 +124,14 @@ class Launch:
         env = {k: v for k, v in given.items() if k in PASSED_ENV or k.startswith("LC_")}
         env.update(spec_env)
         env.update(HOME=KERNEL_HOME, USER="kernel", LOGNAME="kernel", TMPDIR="/tmp", PATH=path)
+        if self.workspace:
+            env["WARDEN_WORKSPACE"] = self.workspace
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (CLIENT_SITE, spec_env.get("PYTHONPATH")) if p)
         return env
 
     def audit_details(self, kernel_id: str) -> dict:
         return {"kernel_id": kernel_id, "uid": self.uid, "network": self.network,
-                "writable": self.writable, "limits": self.limits.as_dict()}
+                "writable": self.writable, "limits": self.limits.as_dict(), "workspace": self.workspace}
 
 
 class Mounts:
@@ -159,6 +171,13 @@ class Mounts:
                 self.made.add(hidden)
                 self.mounts.append((hidden, False))
 
+    def bind_to(self, source: Path, path: Path) -> None:
+        """A read-only bind of ``source`` at another place inside."""
+        self._parents(path)
+        self.args += ["--ro-bind", str(source), str(path)]
+        self.made.add(path)
+        self.mounts.append((path, True))
+
     def dir(self, path: Path) -> None:
         self._parents(path)
         self.args += ["--perms", "0755", "--dir", str(path)]
@@ -184,8 +203,10 @@ class Sandbox:
 
     def __init__(self, *, uids: KernelUids, gid: int, engine: PolicyEngine, root_dir: str,
                  hidden: list[str], system_paths: list[str], limits: Limits,
-                 network_subjects: frozenset[str], max_entries: int, max_age: float, log):
+                 network_subjects: frozenset[str], max_entries: int, max_age: float, log,
+                 workspace: str = ""):
         self.uids, self.gid, self.engine, self.log = uids, gid, engine, log
+        self.workspace = workspace
         self.root = Path(root_dir).resolve()
         self.system_paths = [Path(p) for p in system_paths]
         self.limits, self.network_subjects = limits, network_subjects
@@ -214,7 +235,6 @@ class Sandbox:
         if any(folder_os == h or h in folder_os.parents for h in self.hidden):
             raise SandboxRefused("a kernel can't be started in the warden's state folder")
         folder = folder_os.relative_to(self.root).as_posix() if folder_os != self.root else ""
-        readable = self.engine.check(actor, "read", folder).allowed
         writable = self.engine.check(actor, "write", folder).allowed
         uid = self.uids.uid_for(actor.subject)
         run_dir = self.run_base / kernel_id
@@ -236,21 +256,58 @@ class Sandbox:
         if any(b == self.root or b in self.root.parents for b in mounts.bound):
             mounts.tmpfs(self.root, "0755")  # the served root lies in a system folder: only the kernel's part
         mounts.args += ["--proc", "/proc", "--dev", "/dev"]
-        state = (WRITABLE if writable else READ_ONLY) if readable else ABSENT
-        if state is ABSENT:
-            mounts.dir(folder_os)  # e.g. a user who may run one notebook, not read its folder
-        else:
-            mounts.bind(folder_os, writable)
-            self._give_to_group(folder_os, writable)
-        self._folder_view(actor, folder_os, folder, state, mounts)
+        mounts.bind_to(PACKAGE, Path(CLIENT_SITE) / PACKAGE.name)
+        views: list[tuple[str, bool, bool]] = []
+        tops = [(folder_os, folder)]
+        workspace = self.workspace_for(actor)
+        if workspace is not None:
+            if workspace[0] == folder_os or folder_os in workspace[0].parents:
+                pass  # the workspace lies in the notebook's folder: seen there, at its own rights
+            elif workspace[0] in folder_os.parents:
+                tops = [workspace]  # the notebook's folder lies in the workspace
+            else:
+                tops.append(workspace)
+        for top_os, top_api in tops:
+            self._bind_top(actor, top_os, top_api, mounts, views)
         mounts.bind(run_dir, writable=True)  # last: the served root may hold the socket folders
         return Launch(
             subject=actor.subject, user=actor.name, uid=uid, gid=self.gid, folder=folder,
             writable=writable, network=not self.network_subjects.isdisjoint(actor.subjects()),
             limits=self.limits, mounts=mounts.args, chdir=str(folder_os), run_dir=run_dir,
+            views=views, workspace=str(workspace[0]) if workspace is not None else None,
         )
 
-    def _folder_view(self, actor: Actor, top: Path, folder: str, state: str, mounts: Mounts) -> None:
+    def workspace_for(self, actor: Actor) -> tuple[Path, str] | None:
+        """The user's own workspace (c.Warden.workspace_dir), if it exists and they may read it."""
+        if not self.workspace or actor.link_id:
+            return None
+        api = self.workspace.format(user=actor.name).strip("/")
+        where = (self.root / api).resolve()
+        if where == self.root or self.root not in where.parents or not where.is_dir():
+            return None
+        if any(where == h or h in where.parents for h in self.hidden):
+            return None
+        api = where.relative_to(self.root).as_posix()
+        if not self.engine.check(actor, "read", api).allowed:
+            return None
+        return where, api
+
+    def _bind_top(self, actor: Actor, top_os: Path, top_api: str, mounts: Mounts,
+                  views: list[tuple[str, bool, bool]]) -> None:
+        """Bind one folder (the notebook's, or the workspace) at its rights, then what lies below."""
+        readable = self.engine.check(actor, "read", top_api).allowed
+        writable = self.engine.check(actor, "write", top_api).allowed
+        state = (WRITABLE if writable else READ_ONLY) if readable else ABSENT
+        if state is ABSENT:
+            mounts.dir(top_os)  # e.g. a user who may run one notebook, not read its folder
+        else:
+            mounts.bind(top_os, writable)
+            self._give_to_group(top_os, writable)
+            views.append((top_api, writable, True))
+        self._folder_view(actor, top_os, top_api, state, mounts, views)
+
+    def _folder_view(self, actor: Actor, top: Path, folder: str, state: str, mounts: Mounts,
+                     views: list[tuple[str, bool, bool]]) -> None:
         """Below the folder, hide what the user may not read and bind each part at its own right.
 
         The kernel's uid must also pass the file modes: every entry it may
@@ -285,6 +342,7 @@ class Sandbox:
                     if entry_state != parent_state:
                         mounts.bind(path, may_write)
                     self._give_to_group(path, may_write)
+                    views.append((api_path, may_write, entry_state != parent_state))
                 elif parent_state is ABSENT:
                     entry_state = ABSENT
                 elif is_dir:

@@ -22,6 +22,10 @@ from tornado import web
 from ..policy.engine import Actor
 from ..store import StoreError
 from .launch import Launch, SandboxRefused, exit_cause
+from .notices import exit_message
+
+# Ends the user asked for: nothing to explain.
+_REQUESTED = ("shutdown", "restart", "exited")
 
 ENTRY_POINT = "warden-sandbox"
 
@@ -44,6 +48,7 @@ class SandboxProvisioner(LocalProvisioner):
     launch: Launch | None = None
     actor: Actor | None = None
     stop_reason: str | None = None
+    stop_detail: str | None = None
     started_at: float | None = None
     _age_timer: asyncio.TimerHandle | None = None
     _exit_recorded = True
@@ -102,6 +107,10 @@ class SandboxProvisioner(LocalProvisioner):
         kwargs["cmd"] = self.launch.argv(cmd)
         path = os.pathsep.join(dict.fromkeys([os.path.dirname(argv0), "/usr/local/bin", "/usr/bin", "/bin"]))
         kwargs["env"] = self.launch.env(kwargs.get("env") or {}, km.kernel_spec.env or {}, path)
+        # The vault's socket for this kernel, in its run folder, and its token (secrets/channel.py).
+        kwargs["env"].update(await warden.vault_channels.open(
+            self.kernel_id, self.launch.run_dir, self.launch.uid, self.launch.gid,
+            self.launch.subject, self.launch.user))
         kwargs["preexec_fn"] = _umask_002
         kwargs["independent"] = True  # no JPY_PARENT_PID: see launch.PASSED_ENV
         self.log.debug("jupyter-warden: sandbox for kernel %s: %s", self.kernel_id, kwargs["cmd"])
@@ -114,6 +123,9 @@ class SandboxProvisioner(LocalProvisioner):
         self.stop_reason = None
         warden.audit.record(self.launch.user, "kernel.start", "allow", path=self.launch.folder,
                             details=self.launch.audit_details(self.kernel_id))
+        watch = getattr(warden, "sandbox_watch", None)
+        if watch is not None:
+            watch.add(self.kernel_id, self)
         if self.started_at is None:
             self.started_at = time.monotonic()
             if warden.sandbox_runner.max_age > 0:
@@ -122,11 +134,16 @@ class SandboxProvisioner(LocalProvisioner):
         return info
 
     def _too_old(self) -> None:
+        self.stop_for("max-age")
+
+    def stop_for(self, cause: str, detail: str | None = None) -> None:
+        """Shut the kernel down for ``cause`` (max-age, access-lost); its exit says why."""
         kernel_manager = self._kernel_manager
         if kernel_manager is None or self.kernel_id not in kernel_manager:
             return
-        self.stop_reason = "max-age"
-        self.log.warning("jupyter-warden: kernel %s reached c.Warden.kernel_max_age; stopping it", self.kernel_id)
+        self.stop_reason, self.stop_detail = cause, detail
+        self.log.warning("jupyter-warden: stopping kernel %s: %s%s", self.kernel_id, cause,
+                         f" ({detail})" if detail else "")
         asyncio.ensure_future(kernel_manager.shutdown_kernel(self.kernel_id, now=True))
 
     async def shutdown_requested(self, restart: bool = False) -> None:
@@ -154,6 +171,8 @@ class SandboxProvisioner(LocalProvisioner):
         cause = self.stop_reason or exit_cause(code)
         warden = self._warden
         details = {**self.launch.audit_details(self.kernel_id), "exit_code": code, "cause": cause}
+        if self.stop_detail:
+            details["detail"] = self.stop_detail
         self.log.info("jupyter-warden: kernel %s of %s ended: %s", self.kernel_id, self.launch.user, cause)
         if warden is not None:
             try:
@@ -161,7 +180,24 @@ class SandboxProvisioner(LocalProvisioner):
                                     reason=cause, details=details)
             except Exception as e:  # the store may be gone at server shutdown
                 self.log.warning("jupyter-warden: kernel exit not audited: %s", e)
-        self.stop_reason = None
+            if cause not in _REQUESTED:
+                self._tell_why(warden, cause, code)
+        self.stop_reason = self.stop_detail = None
+
+    def _tell_why(self, warden, cause: str, code: int | None) -> None:
+        """Put the reason where the user looks: the running cell, the kernel model, the exit endpoint."""
+        runner = warden.sandbox_runner
+        message = exit_message(cause, runner.limits, runner.max_age, self.stop_detail)
+        km = self.parent
+        km.reason = message  # jupyter_server's kernel model shows it as "reason"
+        shares = getattr(self._kernel_manager, "warden_shares", None)
+        users = shares.subjects(self.kernel_id) if shares is not None else []
+        ends = getattr(warden, "kernel_ends", None)
+        if ends is not None:
+            ends.record(self.kernel_id, self.actor.owner if self.actor else "", users, cause, message, code)
+        connections = getattr(warden, "kernel_connections", None)
+        if connections is not None:
+            connections.kernel_ended(self.kernel_id, message)
 
     async def cleanup(self, restart: bool = False) -> None:
         await super().cleanup(restart=restart)
@@ -170,7 +206,11 @@ class SandboxProvisioner(LocalProvisioner):
             if self._age_timer is not None:
                 self._age_timer.cancel()
             warden = self._warden
+            watch = getattr(warden, "sandbox_watch", None)
+            if watch is not None:
+                watch.discard(self.kernel_id)
             if warden is not None and self.launch is not None:
+                await warden.vault_channels.close(self.kernel_id)
                 warden.sandbox_runner.release(self.launch)
 
 

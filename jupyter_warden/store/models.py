@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -81,6 +90,9 @@ class GroupMember(Base):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     )
+    # 'hub' for a membership mirrored from JupyterHub (identity/hub.py), which
+    # the hub's next answer may take away; NULL for one made here (CLI, API).
+    source: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ApiToken(Base):
@@ -225,4 +237,81 @@ class KernelUid(Base):
     # "user:KEY" or "link:ID", as policy subjects are spelt.
     subject: Mapped[str] = mapped_column(String(300), nullable=False, unique=True)
     uid: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Secret(Base):
+    """A vault entry: its value only as AES-GCM ciphertext under the master key."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # One name server-wide: a kernel asks for a secret by name alone.
+    name: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    # "user:KEY" or "group:KEY"; part of the ciphertext's associated data.
+    owner: Mapped[str] = mapped_column(String(300), nullable=False, index=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_by: Mapped[str | None] = mapped_column(String(300))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class SecretGrant(Base):
+    """A subject (user:KEY, group:KEY or authenticated) that may read a secret in its kernels."""
+
+    __tablename__ = "secret_grants"
+    __table_args__ = (UniqueConstraint("secret_id", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_id: Mapped[int] = mapped_column(
+        ForeignKey("secrets.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    subject: Mapped[str] = mapped_column(String(300), nullable=False, index=True)
+    created_by: Mapped[str | None] = mapped_column(String(300))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class SealingKey(Base):
+    """A named key of the key ring (sealed cells); its material is in SealingKeyVersion."""
+
+    __tablename__ = "sealing_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    name_key: Mapped[str] = mapped_column(String(256), nullable=False, unique=True)
+    # The version new seals use; older versions stay to open older ciphertexts.
+    current_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_by: Mapped[str | None] = mapped_column(String(300))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class SealingKeyVersion(Base):
+    """One version of a key's material: 32 random bytes wrapped by the master key."""
+
+    __tablename__ = "sealing_key_versions"
+    __table_args__ = (UniqueConstraint("key_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(
+        ForeignKey("sealing_keys.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class SealingKeyGrant(Base):
+    """Who may use (or manage) a key: a subject spelt as in grants ("user:KEY", "group:KEY")."""
+
+    __tablename__ = "sealing_key_grants"
+    __table_args__ = (UniqueConstraint("key_id", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(
+        ForeignKey("sealing_keys.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    subject: Mapped[str] = mapped_column(String(300), nullable=False, index=True)
+    # "use" (seal, unseal with manage on the notebook, run) or "manage" (also grant, revoke, rotate).
+    role: Mapped[str] = mapped_column(String(16), nullable=False, default="use")
+    created_by: Mapped[str | None] = mapped_column(String(300))
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
