@@ -42,6 +42,27 @@ def fresh_database(folder):
         admin.dispose()
 
 
+def database_contents(url: str) -> bytes:
+    """Every row of every table, as bytes, on SQLite or PostgreSQL alike; on
+    SQLite the database file too. For asserting a value was never stored."""
+    from sqlalchemy import MetaData
+
+    engine = create_engine(url)
+    try:
+        metadata = MetaData()
+        metadata.reflect(engine)
+        with engine.connect() as conn:
+            rows = [repr(tuple(row)) for table in metadata.sorted_tables
+                    for row in conn.execute(table.select())]
+    finally:
+        engine.dispose()
+    contents = "\n".join(rows).encode()
+    path = make_url(url).database
+    if url.startswith("sqlite") and path:
+        contents += open(path, "rb").read()
+    return contents
+
+
 @pytest.fixture
 def warden_db_url(tmp_path):
     """A fresh, empty database for one test."""
