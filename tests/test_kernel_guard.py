@@ -374,6 +374,29 @@ async def test_revoked_grant_closes_the_socket_within_a_second(jp_fetch, connect
     assert code == 1008 and "sign-in ended" in reason
 
 
+async def test_rechecks_skip_the_lookup_until_something_changes(jp_fetch, connect, warden, people):
+    """An open socket's sign-in is looked up again only when the store's version moved or
+    its credential expired; an expiring token still ends the connection on time."""
+    kernel = await start_kernel(jp_fetch, people["bob"])
+    _, token = warden.accounts.create_token(
+        "bob", expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=4))
+    bob = await connect(kernel, token)
+    lookups = []
+    real = warden.accounts.user_for_token
+    warden.accounts.user_for_token = lambda value: lookups.append(value) or real(value)
+    try:
+        assert (await bob.execute("1"))[0]["content"]["status"] == "ok"
+        await asyncio.sleep(4 * warden.kernel_identity_recheck_interval)
+        assert len(lookups) <= 1, lookups  # at most the first recheck; none while nothing changes
+        seen = len(lookups)
+        warden.accounts.set_password("fay", "another password 1")  # anyone's sign-in change bumps
+        await until(lambda: len(lookups) > seen, timeout=5, what=lambda: "for the lookup after a change")
+        code, reason = await bob.wait_closed(timeout=10)  # the token expired: looked up, refused, closed
+        assert code == 1008 and "sign-in ended" in reason
+    finally:
+        warden.accounts.user_for_token = real
+
+
 class RawSocket:
     """A websocket client on a bare socket, with a fixed receive buffer: it reads only when asked.
 

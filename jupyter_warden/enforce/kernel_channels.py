@@ -35,6 +35,7 @@ from ..policy.paths import BadPath
 from ..sandbox.notices import error_hint
 from ..secrets.masking import OutputMasking
 from ..store import StoreUnavailable
+from ..store.models import utcnow
 from .kernel_shares import may_use_kernel, owner_of
 
 V1 = "v1.kernel.websocket.jupyter.org"
@@ -648,7 +649,22 @@ async def _maybe_await(value):
 
 
 def _current_account(warden, handler, account):
-    """The request's credential looked up again; None once it no longer signs anyone in."""
+    """The request's credential looked up again; None once it no longer signs anyone in.
+
+    Every change that can end or alter a sign-in (sign-out, a password change,
+    a revoked token or link, an account removed, a group or admin change)
+    bumps the store's policy version in its own transaction. While that
+    version is the one seen at the last lookup, and the credential has not
+    expired, the answer stands without a store transaction: a hundred open
+    websockets cost one version poll, not a hundred lookups. The hub's
+    answers come from the hub, not the store: those are always asked again.
+    """
+    version = None
+    if warden.identity != "jupyterhub":
+        version = warden.engine.version()
+        if (version is not None and getattr(handler, "_warden_identity_seen", None) == version
+                and (account.valid_until is None or utcnow() < account.valid_until)):
+            return account
     try:
         fresh = handler.identity_provider.account_for(warden, handler)
     except web.HTTPError as e:
@@ -657,6 +673,7 @@ def _current_account(warden, handler, account):
         return None
     if fresh is None or fresh.name != account.name or fresh.link_id != account.link_id:
         return None
+    handler._warden_identity_seen = version  # read before the lookup: a change meanwhile is seen next time
     return fresh
 
 

@@ -13,7 +13,7 @@ import datetime as dt
 import hmac
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -60,6 +60,8 @@ class Account:
     link_id: str | None = None
     # A guest's own sign-in (its session's row): two bearers of one link are two guests.
     guest_id: str | None = None
+    # When the credential that signed this account in expires (None: not by time).
+    valid_until: dt.datetime | None = field(default=None, compare=False)
 
     @classmethod
     def guest(cls, link_id: str, guest_id: str | None = None) -> Account:
@@ -215,6 +217,7 @@ class Accounts:
             user = self._require_user(s, name)
             user.password_hash = password_hash
             s.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+            bump_policy_version(s)  # open websockets look their sign-in up again
 
     def set_admin(self, name: str, admin: bool) -> None:
         with self.store.transaction() as s:
@@ -288,6 +291,7 @@ class Accounts:
                 raise AccountError(f"user {user.name!r} has no token {token_id}")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+                bump_policy_version(s)  # open websockets look their sign-in up again
 
     def user_for_token(self, token: str) -> Account | None:
         if not token.startswith(TOKEN_PREFIX):
@@ -299,7 +303,7 @@ class Accounts:
                 return None
             if row.last_used is None or now - row.last_used > _TOKEN_USE_RESOLUTION:
                 row.last_used = now
-            return self._account(s, row.user)
+            return replace(self._account(s, row.user), valid_until=row.expires_at)
 
     # -- sign-in sessions ---------------------------------------------------
 
@@ -340,12 +344,15 @@ class Accounts:
                 if link is None or bearer_state(link.revoked_at, link.expires_at, now) != "active":
                     s.delete(row)
                     return None
-                return Account.guest(row.link_id, guest_id=str(row.id))
-            return self._account(s, row.user)
+                until = min(row.expires_at, link.expires_at or row.expires_at)
+                return replace(Account.guest(row.link_id, guest_id=str(row.id)), valid_until=until)
+            return replace(self._account(s, row.user), valid_until=row.expires_at)
 
     def end_session(self, value: str) -> None:
         with self.store.transaction() as s:
-            s.execute(delete(LoginSession).where(LoginSession.session_hash == token_hash(value)))
+            ended = s.execute(delete(LoginSession).where(LoginSession.session_hash == token_hash(value)))
+            if ended.rowcount:
+                bump_policy_version(s)  # open websockets look their sign-in up again
 
     # -- groups -------------------------------------------------------------
 
