@@ -9,6 +9,7 @@ clean errors, audited. Kernels are slow to start, so each test reuses one.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -313,6 +314,33 @@ async def test_the_purge_survives_a_kernel_restart(jp_fetch, connect, warden, co
     assert stdout((await sam.execute(sealed(warden, CHECK)))[1]) == "result 42\n"
     assert stdout((await sam.execute(probe))[1]) == "False True\n"
     assert sam.leaks() == []
+
+
+async def test_a_kernel_that_cant_import_the_warden_gets_the_purge_in_the_cell(
+        jp_fetch, connect, warden, course, jp_data_dir, tmp_path):
+    # A kernel on another Python (here: a wrapper script, as a conda environment's would be)
+    # may not have jupyter_warden: its first sealed cell carries the purge's text instead.
+    wrapper = tmp_path / "other-python"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    spec = jp_data_dir / "kernels" / "otherpython"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(wrapper), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Another Python", "language": "python"}))
+    probe = ("import linecache, sys; m = 'MARKER' + 'COMMENT'\n"
+             "print(any(m in ''.join(v[2]) for v in linecache.cache.values() if len(v) > 2),"
+             " '_jupyter_warden_sealed' in sys.modules, 'jupyter_warden._sealed_purge' in sys.modules)")
+    for kernel_name, imported in (("otherpython", False), ("python3", True)):
+        body = {"path": NB, "type": "notebook", "name": "", "kernel": {"name": kernel_name}}
+        made = await requester(jp_fetch, course["sam"])("api", "sessions", method="POST", body=body)
+        kernel = json.loads(made.body)["kernel"]["id"]
+        sam = await connect(kernel, course["sam"], "v1")
+        for _ in range(2):  # the first run installs the purge; the second finds it
+            assert stdout((await sam.execute(sealed(warden, CHECK)))[1]) == "result 42\n"
+            assert stdout((await sam.execute(probe))[1]) == f"False True {imported}\n", kernel_name
+        assert sam.leaks() == []
+        await requester(jp_fetch, course["sam"])("api", "sessions", json.loads(made.body)["id"], method="DELETE")
 
 
 def test_replies_that_a_purged_kernel_no_longer_produces_are_scrubbed_too(warden, course):

@@ -17,8 +17,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import sys
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from jupyter_client.session import DELIM
 
@@ -33,73 +36,20 @@ _TRACKED_RUNS = 256  # sealed executions per kernel whose execute_input is maske
 _TRACKED_LINES = 20000  # sealed line digests kept per kernel
 _TRACKED_KERNELS = 1024
 
-# The purge helper, installed in the kernel as the module HELPER the first time a
-# sealed cell runs there (and again after a restart). The first statement of
-# every sealed cell calls its arm(): IPython has already put the cell in
-# linecache, and arm() notes what linecache held, then registers a one-shot
-# post_run_cell hook (ipykernel fires it in a finally, after the error output
-# and before the execute_reply) that drops every cell entry added since, the
-# stack_data/executing caches of those files, the exception IPython keeps for
-# %tb/%debug and the raw cell kept as last_execution_result.
+# The purge that follows every sealed cell runs in the kernel: jupyter_warden/_sealed_purge.py
+# says how. Its first line arms it, on one line (line numbers of the sealed code stay
+# theirs), binding no name in the user's namespace. A kernel that can import
+# jupyter_warden gets a short line: ipykernel hashes and IPython re-parses every cell's
+# text, so each byte counts. Any other Python kernel gets the module's text, compressed,
+# installed the first time (exec'd source is not put in linecache).
 HELPER = "_jupyter_warden_sealed"
-_PURGE = r'''
-import linecache, sys, types
-from IPython import get_ipython
-
-
-def arm(cell):
-    ip = get_ipython()
-    before = dict(linecache.cache)
-    last = sys.__dict__.get("last_value")
-
-    def purge(result=None):
-        try:
-            ip.events.unregister("post_run_cell", purge)
-        except ValueError:
-            pass
-        names = getattr(ip.compile, "_filename_map", {})
-        gone = {cell} | {k for k, v in list(linecache.cache.items())
-                         if before.get(k) is not v and (k in names or k.startswith("<"))}
-        for name in gone:
-            linecache.cache.pop(name, None)
-            names.pop(name, None)
-        try:
-            import executing
-            classes = [executing.Source]
-            while classes:
-                cls = classes.pop()
-                classes.extend(cls.__subclasses__())
-                by_lines = cls.__dict__.get("__source_cache_with_lines") or {}
-                for key in [k for k in by_lines if k[0] in gone]:
-                    del by_lines[key]
-                by_code = cls.__dict__.get("__executing_cache") or {}
-                for key in [k for k in by_code if getattr(k[0], "co_filename", None) in gone]:
-                    del by_code[key]
-        except Exception:
-            pass
-        if sys.__dict__.get("last_value") is not last:
-            for name in ("last_type", "last_value", "last_traceback", "last_exc"):
-                sys.__dict__.pop(name, None)
-        ip._last_traceback = None
-        info = getattr(result, "info", None)
-        if info is not None:
-            info.raw_cell = info.transformed_cell = ""
-
-    ip.events.register("post_run_cell", purge)
-
-
-module = types.ModuleType(__name__)
-module.arm = arm
-sys.modules[__name__] = module
-'''
-# One line, binding no name in the user's namespace (exec'd source is not put in
-# linecache). Installing is compiled once per kernel process; the line stays
-# short because ipykernel hashes and IPython re-parses every cell's text.
+_PURGE_SOURCE = (Path(__file__).parent.parent / "_sealed_purge.py").read_text("utf-8").split('"""', 2)[2]
+_ARM = '.arm(__import__("sys")._getframe(0).f_code.co_filename)  # jupyter-warden: sealed cell, purged after the run'
+SHORT_ARM_LINE = f'__import__("jupyter_warden._sealed_purge", fromlist=["arm"]){_ARM}'
 ARM_LINE = (
     f'(__import__("sys").modules.get("{HELPER}") or exec(__import__("zlib").decompress(__import__("base64")'
-    f'.b64decode("{base64.b64encode(zlib.compress(_PURGE.encode(), 9)).decode()}")), {{"__name__": "{HELPER}"}}) '
-    f'or __import__("sys").modules["{HELPER}"]).arm(__import__("sys")._getframe(0).f_code.co_filename)'
-    "  # jupyter-warden: sealed cell, purged after the run"
+    f'.b64decode("{base64.b64encode(zlib.compress(_PURGE_SOURCE.encode(), 9)).decode()}")), {{"__name__": "{HELPER}"}}) '
+    f'or __import__("sys").modules["{HELPER}"]){_ARM}'
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -118,6 +68,7 @@ class _KernelState:
 
     runs: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # msg_id -> placeholder
     lines: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # digest -> None
+    arm_line: str | None = None  # the first line its sealed cells get (ARM_LINE or SHORT_ARM_LINE)
 
 
 class SameKernel:
@@ -201,7 +152,9 @@ class SealedRuns:
         state.runs[header["msg_id"]] = placeholder
         while len(state.runs) > _TRACKED_RUNS:
             state.runs.popitem(last=False)
-        content = {**content, "code": ARM_LINE + "\n" + python, "store_history": False, "silent": False}
+        if state.arm_line is None:
+            state.arm_line = SHORT_ARM_LINE if _imports_warden(connection) else ARM_LINE
+        content = {**content, "code": state.arm_line + "\n" + python, "store_history": False, "silent": False}
         if parts is not None:
             parts[3] = connection.session.pack(content)
         else:
@@ -388,6 +341,25 @@ _SCRUBBED = {
     "inspect_reply": SealedRuns._scrub_bundle,
     "history_reply": SealedRuns._scrub_history,
 }
+
+
+def _imports_warden(connection) -> bool:
+    """Whether the kernel's Python can import jupyter_warden: a sandboxed kernel (the package
+    is bound in), or one that runs the server's own interpreter. Unsure: no (the long line)."""
+    from ..sandbox.provisioner import SandboxProvisioner
+
+    try:
+        manager = connection.multi_kernel_manager.get_kernel(connection.kernel_id)
+        if isinstance(getattr(manager, "provisioner", None), SandboxProvisioner):
+            return True
+        program = manager.kernel_spec.argv[0]
+    except Exception:  # no local spec (e.g. a gateway kernel)
+        return False
+    # As jupyter_client's KernelManager.format_kernel_cmd: these names run the server's Python.
+    if program in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
+        return True
+    # Not resolved through symbolic links: a virtual environment's python is one to the base's.
+    return os.path.abspath(shutil.which(program) or program) == os.path.abspath(sys.executable)
 
 
 def _kernel_language(connection) -> str | None:
