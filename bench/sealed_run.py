@@ -79,6 +79,39 @@ async def measure(kernel: Kernel, placeholder: str, runs: int) -> None:
     print(f"added by sealing, p50: {ms(added)}  target ≤ {ms(TARGET_ADDED_NS)}  {verdict}")
 
 
+def kernel_side(runs: int = 400) -> None:
+    """What the line put before sealed code costs the kernel, in CPU time (steady under load).
+
+    The round trip above is wall time, which a loaded machine swamps. Here an
+    in-process IPython shell runs `1+1` as a clear cell and after each form of
+    the purge's first line (the short one that sandboxed kernels and kernels on
+    the server's Python import, and the long one that carries the module's
+    text), with the purge itself running after each. ipykernel also hashes each
+    cell's text (pure-Python murmur2), which this leaves out: that cost grows
+    with the line's length, so the long line's figure is the lower bound.
+    """
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from jupyter_warden.sealed.execution import ARM_LINE, SHORT_ARM_LINE
+
+    shell = InteractiveShell.instance()
+
+    def cpu_ms(code: str) -> float:
+        for _ in range(30):
+            shell.run_cell(code, store_history=False, silent=True)
+        started = time.process_time()
+        for _ in range(runs):
+            shell.run_cell(code, store_history=False, silent=True)
+        return (time.process_time() - started) / runs * 1000
+
+    clear = cpu_ms("1+1")
+    print(f"\nkernel side, CPU time per cell, {runs} runs each (in-process IPython):")
+    print(f"clear `1+1`                                  {clear:6.3f} ms")
+    for name, line in (("short first line", SHORT_ARM_LINE), ("long first line", ARM_LINE)):
+        cost = cpu_ms(line + "\n1+1")
+        print(f"sealed, {name} ({len(line):5,} chars)       {cost:6.3f} ms  (+{cost - clear:.3f} ms)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300, help="timed round trips of each cell")
@@ -103,6 +136,7 @@ def main(argv=None) -> int:
             asyncio.run(measure(kernel, placeholder, args.runs))
         finally:
             server.stop()
+    kernel_side()
     return 0
 
 
