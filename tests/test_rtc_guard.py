@@ -303,6 +303,26 @@ async def test_a_revoked_reader_is_disconnected_within_a_second(room, warden):
     assert record.actor == "bob" and record.path == PATH
 
 
+async def test_a_renamed_document_is_followed_to_where_the_reader_may_not_read(room, warden, people,
+                                                                             jp_fetch, jp_root_dir):
+    (jp_root_dir / "private").mkdir()
+    warden.policy.grant("private", "user:alice", "read-write")
+    bob = await room("bob")
+    await until(lambda: str(bob.text) == "hello")
+    # Within the folder bob may read: followed, still open.
+    moved = await jp_fetch("api", "contents", PATH, method="PATCH", headers=auth(people["alice"]),
+                           body=json.dumps({"path": "course/renamed.txt"}))
+    assert moved.code == 200
+    await asyncio.sleep(1.0)
+    assert not bob.task.done()
+    # Into a folder bob may not read: closed, naming where it went.
+    moved = await jp_fetch("api", "contents", "course/renamed.txt", method="PATCH",
+                           headers=auth(people["alice"]), body=json.dumps({"path": "private/renamed.txt"}))
+    assert moved.code == 200
+    code, reason = await bob.closed(timeout=2.0)
+    assert code == 1008 and "private/renamed.txt" in reason
+
+
 async def test_an_ended_sign_in_closes_every_document_connection(room, warden, people, jp_root_dir):
     """Sign-ins are re-checked one at a time (enforce/rtc.py _IdentityQueue); all 30 still close in time."""
     bobs = [await room("bob") for _ in range(15)]
