@@ -22,6 +22,7 @@ from jupyter_client.session import Session
 
 from jupyter_warden.audit.log import DropRecords
 from jupyter_warden.enforce.kernel_channels import KernelChannelGuard, OutgoingMessage
+from jupyter_warden.sealed.execution import SealedRuns
 
 
 class Probe(KernelChannelGuard):
@@ -29,12 +30,15 @@ class Probe(KernelChannelGuard):
 
     def __init__(self, session: Session):
         self.session, self.closing, self.paths = session, False, ()
-        self.warden = SimpleNamespace(sandbox_runner=None)
+        # A real SealedRuns, for a kernel that never ran a sealed cell (the common case).
+        self.warden = SimpleNamespace(sandbox_runner=None, sealed_runs=SealedRuns(key_ring=None))
+        self.kernel_id = "bench-kernel"
         self.websocket_handler = SimpleNamespace(ws_connection=None)
         self._executions, self._parent_ids = collections.OrderedDict(), {}
         self._drop_records = DropRecords(1.0)
         self._unsent, self._unsent_parent = 0, None
-        self._max_message_bytes, self._max_output_bytes = 4 * 1024 * 1024, 64 * 1024 * 1024
+        # Output cap out of reach: 200,000 messages of ~330 bytes pass the default 64 MB.
+        self._max_message_bytes, self._max_output_bytes = 4 * 1024 * 1024, 1 << 40
         self._max_send_buffer = 16 * 1024 * 1024
 
 
