@@ -551,11 +551,12 @@ async def test_a_client_that_never_reads(jp_fetch, jp_serverapp, connect, connec
     assert notices and all("kernel_max_send_buffer_bytes" in n for n in notices)
     # Every one of the 300 prints was either shown or counted in a notice that came
     # before the idle status (the cell still shows it); output that fitted again after
-    # a stretch of drops may come between a notice and the status.
+    # a stretch of drops may come between a notice and the status. (A print can reach
+    # the client as more than one stream message: the counts may add up to more.)
     assert outputs[-1]["msg_type"] == "status"
     not_shown = sum(int(n.split("] ")[1].split()[0]) for n in notices)
     shown = stdout(outputs).count("z" * 99_999)
-    assert not_shown > 0 and shown + not_shown == 300, (shown, not_shown)
+    assert not_shown > 0 and shown < 300 and shown + not_shown >= 300, (shown, not_shown)
     dropped = records(warden, "kernel.output_dropped", "alice")
     assert dropped and dropped[0].outcome == "deny" and dropped[0].details["kernel"] == a_kernel
     # The connection carries on as before.
