@@ -16,7 +16,7 @@ import { can } from './api';
 import { createAuditWidget } from './audit';
 import { WardenEditorExtension } from './editor';
 import { documentPermissions, WardenNotebookExtension } from './notebook';
-import { guardSealedDrops, sealedRefusal } from './sealed';
+import { guardSealedDrops, sealedRefusal, settleSealedRuns } from './sealed';
 import { SecretsPanel } from './secrets';
 import { openShareDialog } from './share';
 import { AccessFeed, PermissionWatcher } from './watcher';
@@ -115,6 +115,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     guardCommands(app, tracker);
     guardSealedDrops();
+    settleSealedRuns();
   }
 };
 

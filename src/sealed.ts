@@ -228,6 +228,23 @@ interface ICellDrag extends Event {
 }
 
 /**
+ * A sealed cell runs outside the kernel's history (`store_history=False`),
+ * so its reply's execution count is 0, which JupyterLab stores as "none" and
+ * then never takes the cell out of its running state (`[*]`). Once the
+ * execution is over, say so.
+ */
+export function settleSealedRuns(): void {
+  NotebookActions.executed.connect((_, { cell }) => {
+    if (isSealed(cell.model) && cell.model.type === 'code') {
+      const model = (cell as CodeCell).model;
+      if (model.executionState === 'running' && model.executionCount === null) {
+        model.executionState = 'idle';
+      }
+    }
+  });
+}
+
+/**
  * Lumino drags of notebook cells carry them (and their source as text) to
  * other notebooks, consoles and editors. A drag holding a sealed cell may
  * only move it inside its own notebook; any other drop is stopped before it
