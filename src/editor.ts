@@ -40,7 +40,7 @@ export class WardenEditorExtension implements DocumentRegistry.WidgetExtension {
     watcher.changed.connect((_, perms: IPermissions) => {
       const writable = can(perms, 'write');
       documentPermissions.set(widget, perms);
-      showBadge(badge, perms, !!this.feed?.live);
+      showBadge(badge, perms);
       showHeader(header, perms, 'file');
       widget.content.editor?.setOption('readOnly', !writable);
       widget.toggleClass('jp-warden-readonly', !writable);

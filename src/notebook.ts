@@ -74,7 +74,7 @@ export class WardenNotebookExtension
 
     const apply = (perms: IPermissions) => {
       documentPermissions.set(panel, perms);
-      showBadge(badge, perms, !!this.feed?.live);
+      showBadge(badge, perms);
       showHeader(header, perms, 'notebook');
       lockCells(panel, !can(perms, 'write'));
       panel.toggleClass('jp-warden-readonly', !can(perms, 'write'));

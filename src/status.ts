@@ -12,11 +12,10 @@ export function createBadge(): Widget {
   return badge;
 }
 
-export function showBadge(badge: Widget, perms: IPermissions, live: boolean): void {
+export function showBadge(badge: Widget, perms: IPermissions): void {
   badge.node.textContent = badgeText(perms.level);
   badge.node.dataset.level = perms.level;
-  const follows = live ? 'Changes show here at once.' : 'Checked every second.';
-  badge.node.title = `Your level here: ${perms.level}. ${perms.reason}. ${follows}`;
+  badge.node.title = `Your level here: ${perms.level}. ${perms.reason}`;
 }
 
 export function createHeader(): Widget {
