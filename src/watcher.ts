@@ -117,15 +117,33 @@ export class PermissionWatcher implements IDisposable {
     return this._disposed;
   }
 
-  /** Ask now (after a notice, or a change made from this page); the next poll is timed from here. */
-  async refresh(): Promise<void> {
-    clearTimeout(this._timer);
-    await this._fetch();
-    if (!this._disposed) {
-      clearTimeout(this._timer);
-      const wait = this.feed?.live ? SLOW_POLL_MS : POLL_MS;
-      this._timer = setTimeout(() => void this.refresh(), wait);
+  /**
+   * Ask now (after a notice, or a change made from this page); the next poll
+   * is timed from here. One request at a time: notices that come while one
+   * is out make one more request after it, not one each.
+   */
+  refresh(): Promise<void> {
+    if (this._inFlight) {
+      this._again = true;
+      return this._inFlight;
     }
+    clearTimeout(this._timer);
+    this._inFlight = (async () => {
+      try {
+        do {
+          this._again = false;
+          await this._fetch();
+        } while (this._again && !this._disposed);
+      } finally {
+        this._inFlight = null;
+      }
+      if (!this._disposed) {
+        clearTimeout(this._timer);
+        const wait = this.feed?.live ? SLOW_POLL_MS : POLL_MS;
+        this._timer = setTimeout(() => void this.refresh(), wait);
+      }
+    })();
+    return this._inFlight;
   }
 
   dispose(): void {
@@ -137,8 +155,6 @@ export class PermissionWatcher implements IDisposable {
 
   private async _fetch(): Promise<void> {
     const path = this.pathOf();
-    // Answers can cross: one asked earlier never overrides one asked later.
-    const asked = ++this._asked;
     let perms: IPermissions;
     try {
       perms = await api.permissions(path);
@@ -157,10 +173,9 @@ export class PermissionWatcher implements IDisposable {
         labels: []
       };
     }
-    if (this._disposed || asked < this._applied) {
+    if (this._disposed) {
       return;
     }
-    this._applied = asked;
     const key = JSON.stringify(perms);
     if (key !== this._key) {
       this._key = key;
@@ -172,8 +187,8 @@ export class PermissionWatcher implements IDisposable {
   private _changed = new Signal<this, IPermissions>(this);
   private _current: IPermissions | null = null;
   private _key = '';
-  private _asked = 0;
-  private _applied = 0;
+  private _inFlight: Promise<void> | null = null;
+  private _again = false;
   private _disposed = false;
   private _timer: ReturnType<typeof setTimeout> | undefined;
 }
