@@ -25,6 +25,7 @@ from .identity.throttle import SignInThrottle
 from .store import Store, StoreError, default_db_url, default_state_dir, ensure_state_dir
 from .enforce.authorizer import GuardedIdentityProvider, WardenAuthorizer, guarded_hub_identity_provider
 from .enforce.contents import hiding_contents_manager
+from .enforce.events import ACCESS_SCHEMA, HEARTBEAT, AccessNotices, install_events_socket
 from .enforce.kernel_channels import GuardedGatewayConnection, GuardedZMQChannelsConnection, KernelConnections
 from .enforce.kernel_shares import KernelShares
 from .enforce.sessions import owning_kernel_manager, owning_session_manager
@@ -569,6 +570,9 @@ class Warden(ExtensionApp):
         # The same registry and timer, for collaboration websockets (enforce/rtc.py).
         self.document_connections = KernelConnections(self.document_recheck_interval)
         self.kernel_ends = KernelEnds()
+        # Pages follow access changes through the event bus (enforce/events.py).
+        self.serverapp.event_logger.register_event_schema(ACCESS_SCHEMA)
+        self.access_notices = AccessNotices(self, self.policy_poll_interval, HEARTBEAT)
         self._start_sandbox()
         self.settings["warden"] = self
         self.log.info(
@@ -643,6 +647,8 @@ class Warden(ExtensionApp):
 
     def initialize_handlers(self):
         self.handlers.extend(warden_handlers())
+        if not install_events_socket(self.serverapp.web_app):
+            self.log.warning("jupyter-warden: the event bus socket was not found; pages poll for access changes")
         self._guard_collaboration()
 
     def _guard_collaboration(self):
@@ -691,6 +697,9 @@ class Warden(ExtensionApp):
             connections = getattr(self, registry, None)
             if connections is not None:
                 connections.stop()
+        notices = getattr(self, "access_notices", None)
+        if notices is not None:
+            notices.stop()
         watch = getattr(self, "sandbox_watch", None)
         if watch is not None:
             watch.stop()

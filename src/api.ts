@@ -57,6 +57,19 @@ export interface IAuditRecord {
   details: Record<string, unknown> | null;
 }
 
+/** A secret as the vault shows it: never its value (docs/secrets.md). */
+export interface ISecret {
+  name: string;
+  owner: string;
+  /** Who it is granted to; null when it is only granted to you. */
+  grants: string[] | null;
+  created_by: string | null;
+  created: string;
+  updated: string;
+  /** You may replace, grant or delete it (its owner, a member of the owning group, an admin). */
+  manageable: boolean;
+}
+
 export interface IPrincipals {
   users: { name: string; display_name: string }[];
   groups: { name: string }[];
@@ -131,6 +144,15 @@ export const api = {
     send<ILabel>('POST', 'path-labels', { path, label }),
   removeLabel: (path: string, label: string) =>
     request<void>('path-labels', { path, label }, { method: 'DELETE' }),
+  secrets: () => request<{ secrets: ISecret[] }>('secrets').then(r => r.secrets),
+  setSecret: (name: string, value: string, owner?: string) =>
+    send<ISecret>('PUT', `secrets/${encodeURIComponent(name)}`, owner ? { value, owner } : { value }),
+  removeSecret: (name: string) =>
+    request<void>(`secrets/${encodeURIComponent(name)}`, {}, { method: 'DELETE' }),
+  grantSecret: (name: string, subject: string) =>
+    send<ISecret>('POST', `secrets/${encodeURIComponent(name)}/grants`, { subject }),
+  revokeSecret: (name: string, subject: string) =>
+    request<void>(`secrets/${encodeURIComponent(name)}/grants`, { subject }, { method: 'DELETE' }),
   audit: (path: string, limit = 200) =>
     request<{ records: IAuditRecord[] }>('audit', { path, limit }).then(r => r.records)
 };

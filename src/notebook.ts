@@ -1,20 +1,21 @@
 // A notebook's access state, always visible and always applied: the level
 // badge in the toolbar, the labels' banners and a notice above the cells,
-// cells that can't be edited without write, and no kernel without run.
-import { ToolbarButton } from '@jupyterlab/apputils';
+// cells that can't be edited without write, no kernel without run, and
+// sealed cells shown as cards (sealed.ts).
+import { ISessionContext, ToolbarButton } from '@jupyterlab/apputils';
 import { Cell } from '@jupyterlab/cells';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, NotebookPanel } from '@jupyterlab/notebook';
-import { ISessionContext } from '@jupyterlab/apputils';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { Widget } from '@lumino/widgets';
 
 import { can, IPermissions } from './api';
-import { badgeText, noticeText } from './levels';
-import { PermissionWatcher } from './watcher';
+import { SEALED, SealedCards } from './sealed';
+import { createBadge, createHeader, showBadge, showHeader } from './status';
+import { AccessFeed, PermissionWatcher } from './watcher';
 
-/** The permissions in force on each open notebook, for the command guard. */
-export const panelPermissions = new WeakMap<NotebookPanel, IPermissions>();
+/** The permissions in force on each open document (notebook or file), for the command guard. */
+export const documentPermissions = new WeakMap<Widget, IPermissions>();
 
 export interface INotebookActions {
   share(path: string, watcher?: PermissionWatcher): void;
@@ -24,15 +25,16 @@ export interface INotebookActions {
 export class WardenNotebookExtension
   implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel>
 {
-  constructor(private readonly actions: INotebookActions) {}
+  constructor(
+    private readonly actions: INotebookActions,
+    private readonly feed: AccessFeed | null
+  ) {}
 
   createNew(panel: NotebookPanel, context: DocumentRegistry.IContext<INotebookModel>): IDisposable {
-    const watcher = new PermissionWatcher(() => context.path);
+    const watcher = new PermissionWatcher(() => context.path, this.feed);
     const kernel = new KernelGate(panel.sessionContext, () => context.path);
 
-    const badge = new Widget({ node: document.createElement('span') });
-    badge.addClass('jp-warden-badge');
-    badge.node.textContent = '…';
+    const badge = createBadge();
     const share = new ToolbarButton({
       className: 'jp-warden-share-button',
       label: 'Share',
@@ -50,14 +52,30 @@ export class WardenNotebookExtension
     panel.toolbar.insertAfter('warden-access', 'warden-share', share);
     panel.toolbar.insertAfter('warden-share', 'warden-audit', audit);
 
-    const header = new Widget();
-    header.addClass('jp-warden-header');
+    const header = createHeader();
     panel.contentHeader.addWidget(header);
 
+    const locked = () => !can(documentPermissions.get(panel) ?? null, 'write');
+    const sealed = new SealedCards(
+      panel,
+      () => {
+        const perms = documentPermissions.get(panel);
+        return can(perms ?? null, 'run')
+          ? { allowed: true, reason: '' }
+          : {
+              allowed: false,
+              reason: perms
+                ? `Your level on ${context.path} is ${perms.level}: you may not run it.`
+                : 'Checking your access…'
+            };
+      },
+      cell => lockCell(cell, locked())
+    );
+
     const apply = (perms: IPermissions) => {
-      panelPermissions.set(panel, perms);
+      documentPermissions.set(panel, perms);
       showBadge(badge, perms);
-      showHeader(header, perms);
+      showHeader(header, perms, 'notebook');
       lockCells(panel, !can(perms, 'write'));
       panel.toggleClass('jp-warden-readonly', !can(perms, 'write'));
       panel.node.dataset.wardenLevel = perms.level;
@@ -66,20 +84,24 @@ export class WardenNotebookExtension
       }
       audit.setHidden(!can(perms, 'manage'));
       kernel.allow(can(perms, 'run'));
+      sealed.refreshRunButtons();
     };
     watcher.changed.connect((_, perms) => apply(perms));
-    // Cells added later (by a collaborator, or an undo) are locked as well.
+    // Cells added later (by a collaborator, or an undo) are locked and sealed as well.
     const relock = () => {
-      const perms = panelPermissions.get(panel);
-      if (perms) {
-        requestAnimationFrame(() => lockCells(panel, !can(perms, 'write')));
-      }
+      requestAnimationFrame(() => {
+        sealed.update();
+        if (documentPermissions.get(panel)) {
+          lockCells(panel, locked());
+        }
+      });
     };
     panel.content.model?.cells.changed.connect(relock);
     panel.content.modelChanged.connect(() => {
       panel.content.model?.cells.changed.connect(relock);
       relock();
     });
+    void context.ready.then(relock);
 
     return new DisposableDelegate(() => {
       watcher.dispose();
@@ -91,46 +113,6 @@ export class WardenNotebookExtension
   }
 }
 
-function showBadge(badge: Widget, perms: IPermissions): void {
-  badge.node.textContent = badgeText(perms.level);
-  badge.node.dataset.level = perms.level;
-  badge.node.title = `Your level here: ${perms.level}. ${perms.reason}`;
-}
-
-function showHeader(header: Widget, perms: IPermissions): void {
-  header.node.replaceChildren();
-  for (const label of perms.labels) {
-    if (!label.banner) {
-      continue;
-    }
-    const banner = document.createElement('div');
-    banner.className = 'jp-warden-banner';
-    banner.dataset.label = label.name;
-    banner.textContent = label.banner;
-    if (label.colour) {
-      // The server accepts only #rgb, #rrggbb or a colour name (docs/http-api.md).
-      banner.style.backgroundColor = label.colour;
-    }
-    banner.title = `Label '${label.name}'${label.path ? ` on '${label.path || '/'}'` : ''}`;
-    header.node.appendChild(banner);
-  }
-  const says = noticeText(perms.level);
-  if (says) {
-    const notice = document.createElement('div');
-    notice.className = 'jp-warden-notice';
-    notice.dataset.level = perms.level;
-    notice.textContent = says;
-    header.node.appendChild(notice);
-  }
-  // The content header is a BoxPanel: it gives a child the height of its
-  // CSS min-height, so set that to the rows shown (each ROW_PX high).
-  header.node.style.minHeight = `${header.node.childElementCount * ROW_PX}px`;
-  header.setHidden(header.node.childElementCount === 0);
-  header.parent?.fit();
-}
-
-const ROW_PX = 26;
-
 const LOCKED = 'jp-warden-locked';
 
 /** Make each cell's editor read-only, without writing `editable` into the shared document. */
@@ -141,6 +123,8 @@ export function lockCells(panel: NotebookPanel, locked: boolean): void {
 }
 
 function lockCell(cell: Cell, locked: boolean): void {
+  // A sealed cell's placeholder must stay exactly as sealed: never editable.
+  locked = locked || cell.hasClass(SEALED);
   if (locked && !cell.hasClass(LOCKED)) {
     cell.syncEditable = false;
     cell.readOnly = true;

@@ -63,7 +63,10 @@ def shots(tmp_path):
     extra = os.environ.get("WARDEN_SCREENSHOTS")
 
     async def shot(page, name):
+        # Notifications (JupyterLab's news question, refusals) would cover the view.
+        hide = await page.add_style_tag(content=".Toastify { display: none !important; }")
         await page.screenshot(path=str(tmp_path / f"{name}.png"))
+        await hide.evaluate("node => node.remove()")
         if extra:
             Path(extra).mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / f"{name}.png", Path(extra) / f"{name}.png")
@@ -89,7 +92,8 @@ class Lab:
         await self._browser.close()
         await self._playwright.stop()
 
-    async def open_as(self, user, password="correct-horse", path="shared/nb.ipynb"):
+    async def open_as(self, user, password="correct-horse", path="shared/nb.ipynb",
+                      ready=".jp-NotebookPanel .jp-Cell"):
         context = await self._browser.new_context(viewport={"width": 1280, "height": 800})
         page = await context.new_page()
         page.set_default_timeout(60_000)
@@ -98,9 +102,9 @@ class Lab:
         await page.fill("#password", password)
         await page.click("#login_submit")
         await page.wait_for_url("**/lab/**")
-        await page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content")
+        await page.wait_for_selector(ready)
         try:
-            await page.wait_for_selector(".jp-NotebookPanel .jp-warden-badge[data-level]", timeout=20_000)
+            await page.wait_for_selector(".jp-Document .jp-warden-badge[data-level]", timeout=20_000)
         except Exception:
             await page.screenshot(path="/tmp/labext-debug.png")
             raise
@@ -311,7 +315,8 @@ async def test_a_revoke_turns_an_open_page_read_only_without_reload(lab, make_us
             ".jp-NotebookPanel .jp-Cell .cm-editor.jp-mod-readOnly", timeout=10_000
         )
         elapsed = time.monotonic() - start
-        # Polled every second: within ~1 s, plus a request, on a loaded machine.
+        # Told on the event bus (polled every second only if the bus is down):
+        # a notice, then a request, on a loaded machine.
         assert elapsed < 2.5, f"the page followed the revocation after {elapsed:.2f} s"
         assert await page.evaluate("() => window.__wardenNoReload") == marker
         assert await page.locator(".jp-warden-badge").get_attribute("data-level") == "none"
@@ -384,3 +389,137 @@ async def test_a_grant_turns_an_open_read_only_page_editable_without_reload(lab,
         await page.keyboard.type("# now editable")
         assert "now editable" in await cell_text(page)
         assert "not run code" in await page.locator(".jp-warden-notice").inner_text()
+
+
+SEALED_SOURCE = 'SEALED_MARKER_total = sum(range(7)) * 2\nprint("check passed:", SEALED_MARKER_total)\n'
+
+
+async def test_a_student_runs_a_sealed_cell_and_its_source_never_reaches_the_page(
+    lab, make_user, warden, jp_root_dir, shots
+):
+    async with lab as open_as:
+        make_user("sam")
+        warden.key_ring.create("cs101-checks")
+        warden.key_ring.grant("cs101-checks", "user:sam")
+        warden.policy.grant("shared", "user:sam", "read-write-run")
+        placeholder = warden.key_ring.seal("cs101-checks", "check-1", SEALED_SOURCE)
+        notebook = {**NOTEBOOK, "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "Run the check below.", "id": "intro"},
+            {"cell_type": "code", "metadata": {}, "source": placeholder, "id": "check-1",
+             "execution_count": None, "outputs": []},
+        ]}
+        (jp_root_dir / "shared" / "assignment.ipynb").write_text(json.dumps(notebook))
+
+        page = await open_as("sam", path="shared/assignment.ipynb")
+        sealed = page.locator(".jp-NotebookPanel .jp-Cell.jp-warden-sealed")
+        card = sealed.locator(".jp-warden-sealed-card")
+        await card.wait_for()
+        assert "Sealed cell" in await card.inner_text()
+        assert "cs101-checks" in await card.inner_text()
+        # No editor in the page for it: nothing to read, type into or select.
+        assert await sealed.locator(".cm-editor").count() == 0
+
+        # Copying, cutting or turning it into markdown is refused, with the reason.
+        await card.click()
+        for key in ("c", "x", "m"):
+            await page.keyboard.press(key)
+        await page.locator(".Toastify__toast", has_text="Sealed cells can't be copied").first.wait_for()
+        await page.locator(".Toastify__toast", has_text="A sealed cell can't be changed").first.wait_for()
+        assert await page.locator(".jp-NotebookPanel .jp-Cell").count() == 2
+        assert await sealed.count() == 1
+
+        await page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        await card.locator("button.jp-warden-sealed-run").click()
+        output = sealed.locator(".jp-OutputArea-output")
+        await output.wait_for(timeout=120_000)
+        assert (await output.inner_text()).strip() == "check passed: 42"
+        # Finished (sealed code runs outside the history, so the prompt shows no count).
+        await page.wait_for_function(
+            "() => !document.querySelector('.jp-warden-sealed .jp-InputArea-prompt').textContent.includes('*')")
+        html = await page.content()
+        assert "SEALED_MARKER" not in html and "sum(range(7))" not in html
+        # Not even the ciphertext of the placeholder is in the page.
+        assert placeholder.splitlines()[2][2:40] not in html
+        await shots(page, "sealed-cell")
+
+
+async def test_the_secrets_panel_adds_replaces_and_deletes_and_never_shows_a_value(
+    lab, make_user, warden, shots
+):
+    async with lab as open_as:
+        make_user("alice")
+        make_user("bob")
+        warden.policy.grant("shared", "user:alice", "read")
+        warden.vault.set("TEAM_TOKEN", "team-token-value-0451", None, owner="user:bob")
+        warden.vault.grant("TEAM_TOKEN", "user:alice", None)
+
+        page = await open_as("alice")
+        await page.locator(".lm-TabBar-tab[data-id='jp-warden-secrets']").click()
+        panel = page.locator("#jp-warden-secrets")
+        granted = panel.locator("li[data-secret='TEAM_TOKEN']")
+        assert "granted to you by user:bob" in await granted.inner_text()
+        assert await granted.locator("button.jp-warden-secret-remove").is_disabled()
+
+        first, second = "first-value-S3cr3t-1207", "second-value-S3cr3t-8812"
+        await panel.locator("input.jp-warden-secret-new-name").fill("DB_PASSWORD")
+        value = panel.locator(".jp-warden-secret-new input.jp-warden-secret-value")
+        assert await value.get_attribute("type") == "password"
+        await value.fill(first)
+        await panel.locator("button.jp-warden-secret-add").click()
+        row = panel.locator("li[data-secret='DB_PASSWORD']")
+        await row.wait_for()
+        assert await value.input_value() == ""
+        assert warden.vault.read("user:alice", "DB_PASSWORD") == first
+
+        await row.locator("button.jp-warden-secret-replace").click()
+        await row.locator("input.jp-warden-secret-value").fill(second)
+        await row.locator("button.jp-warden-secret-save").click()
+        await panel.locator(".jp-warden-status", has_text="value replaced").wait_for()
+        assert warden.vault.read("user:alice", "DB_PASSWORD") == second
+        await row.locator("input.jp-warden-secret-subject").fill("user:bob")
+        await row.locator("button.jp-warden-secret-grant").click()
+        await row.locator(".jp-warden-chip[data-subject='user:bob']").wait_for()
+        await shots(page, "secrets-panel")
+        # No value is anywhere in the page: not in the DOM, not in a field.
+        values = await page.evaluate("() => [...document.querySelectorAll('input')].map(i => i.value)")
+        html = await page.content()
+        for secret in (first, second, "team-token-value-0451"):
+            assert secret not in html and secret not in values
+
+        await row.locator("button.jp-warden-secret-remove").click()
+        await page.locator(".jp-Dialog button.jp-mod-warn").click()
+        await row.wait_for(state="detached")
+        assert [s.name for s in warden.vault.list(None)] == ["TEAM_TOKEN"]
+
+
+async def test_a_text_file_shows_its_level_and_follows_a_grant_through_the_event_bus(
+    lab, make_user, warden, jp_root_dir, shots
+):
+    async with lab as open_as:
+        make_user("bob")
+        (jp_root_dir / "shared" / "notes.txt").write_text("meeting notes\n")
+        warden.policy.grant("shared/notes.txt", "user:bob", "read")
+
+        page = await open_as("bob", path="shared/notes.txt", ready=".jp-FileEditor .cm-content")
+        editor = page.locator(".jp-FileEditor .cm-content")
+        badge = page.locator(".jp-Document .jp-warden-badge")
+        assert await badge.get_attribute("data-level") == "read"
+        assert "Read only: you can read this file" in await page.locator(".jp-Document .jp-warden-notice").inner_text()
+        before = await editor.inner_text()
+        assert before.startswith("meeting notes")
+        await editor.click()
+        await page.keyboard.type("typed by a reader ")
+        assert await editor.inner_text() == before
+        await shots(page, "text-file-read-only")
+
+        # The page listens on the event bus: a grant reaches it as a notice, not a poll.
+        await page.wait_for_function("() => document.body.dataset.wardenLive === 'yes'", timeout=15_000)
+        notices = int(await page.evaluate("() => document.body.dataset.wardenNotices"))
+        warden.policy.grant("shared/notes.txt", "user:bob", "read-write")
+        await page.wait_for_function(f"() => Number(document.body.dataset.wardenNotices) > {notices}",
+                                     timeout=5_000)
+        await page.locator(".jp-Document .jp-warden-badge[data-level='read-write']").wait_for(timeout=5_000)
+        await page.locator(".jp-FileEditor .cm-line").first.click()
+        await page.keyboard.press("End")
+        await page.keyboard.type(" and more")
+        assert "meeting notes and more" in await editor.inner_text()

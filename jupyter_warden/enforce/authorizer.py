@@ -23,8 +23,10 @@ What each surface requires (docs/enforcement.md has the same table):
   its owner, or ``manage`` on a notebook it runs for (GET also: a user it
   is shared with); the websocket: ``kernel_decision`` (own or shared kernel,
   and ``run`` on its notebooks; docs/kernels.md). The lists are filtered by the session and kernel managers.
-- terminals, server shutdown, events, config writes, /api/resolvePath and
-  any resource or handler not named here: admins, unless allow-listed.
+- terminals, server shutdown, posting events, config writes, /api/resolvePath and
+  any resource or handler not named here: admins, unless allow-listed. The
+  event bus socket is the warden's own (enforce/events.py): everyone signed
+  in, filtered to the warden's access notices for all but admins.
 
 Where a path can't be read, the answer is 404 (G1); where it can be read
 but not changed, 403 naming what was refused. A path the policy can't parse
