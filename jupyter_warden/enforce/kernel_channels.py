@@ -693,7 +693,9 @@ class GuardedGatewayConnection(KernelChannelGuard, GatewayWebSocketConnection):
     """The guard over a kernel on a Jupyter (Enterprise) Gateway; always the JSON protocol."""
 
     def _forward(self, channel: str, msg, parts) -> None:
-        super().handle_incoming_message(json.dumps({**msg, "channel": channel}, default=json_default))
+        # Past the guard (whose handle_incoming_message is next in the MRO): to the gateway.
+        GatewayWebSocketConnection.handle_incoming_message(
+            self, json.dumps({**msg, "channel": channel}, default=json_default))
 
     def handle_outgoing_message(self, incoming_msg, *args) -> None:
         try:
