@@ -166,7 +166,12 @@ def owning_session_manager(base: type) -> type:
 
         def _refuse_foreign_kernel(self, kernel_id) -> None:
             actor = _requester()
-            if actor is None or kernel_id is None or kernel_id not in self.kernel_manager:
+            if actor is None or kernel_id is None:
+                return
+            if kernel_id not in self.kernel_manager:
+                if getattr(self.kernel_manager, "warden_pool", None) is not None:
+                    # The gateway would hand over any kernel it runs under that id.
+                    raise web.HTTPError(400, "kernel ids are chosen by the server; leave kernel.id out")
                 return  # a new kernel will be started at that id, owned by the requester
             if not self._visible(actor, kernel_id, shared=True):
                 raise web.HTTPError(
