@@ -100,6 +100,8 @@ class PoolKernel:
         base = Path(self.args.run_base)
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(base, 0o700)
+        # Left by an earlier incarnation of this kernel (killed, then restarted here): not reused.
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         self.run_dir.mkdir(mode=0o700)
         os.chown(self.run_dir, uid, gid)
         hidden = [base.resolve(), Path(self.args.key_file).resolve().parent]
