@@ -30,6 +30,12 @@ def _requester() -> Actor | None:
     return Actor.for_account(account) if account is not None else None
 
 
+def _gateway_allowed_envs() -> list[str]:
+    from jupyter_server.gateway.gateway_client import GatewayClient
+
+    return [n for n in GatewayClient.instance().allowed_envs.split(",") if not n.startswith("KERNEL_")]
+
+
 def owning_kernel_manager(base: type) -> type:
     """A subclass of the configured kernel manager that records and filters by owner."""
 
@@ -63,7 +69,11 @@ def owning_kernel_manager(base: type) -> type:
                 raise web.HTTPError(400, "kernel ids are chosen by the server; leave kernel.id out")
             kernel_id = str(uuid.uuid4())
             # The server writes who the kernel runs as, over anything the request carried.
-            kwargs["env"] = {**(kwargs.get("env") or {}), **pool.launch_env(actor, kernel_id)}
+            # Only what the gateway client would forward anyway (GatewayClient.allowed_envs): it
+            # logs this env, and the server's own environment (keys, URLs) has no place there.
+            allowed = {name for name in _gateway_allowed_envs() if name}
+            given = {k: v for k, v in (kwargs.get("env") or {}).items() if k in allowed}
+            kwargs["env"] = {**given, **pool.launch_env(actor, kernel_id)}
             try:
                 started = await super().start_kernel(*args, **kwargs)
             except BaseException:
