@@ -10,7 +10,13 @@ LABEXT := jupyter_warden/labextension/package.json
 LABEXT_SOURCES := package.json yarn.lock tsconfig.json .yarnrc.yml $(shell find src style -type f 2>/dev/null)
 JLPM := PATH=$(abspath $(VENV))/bin:$$PATH jlpm
 
-.PHONY: demo test test-sqlite test-postgres bench bench-load system-deps venv labextension clean
+.PHONY: demo test test-sqlite test-postgres bench bench-load system-deps venv eg-venv labextension clean
+
+# Jupyter Enterprise Gateway (tests/test_pool.py, bench/pool_roundtrip.py) pins
+# jupyter_server 1 and jupyter_client 6: it lives in a virtual environment of
+# its own, started as a separate process (docs/pool.md).
+EG_VENV ?= .venv-eg
+EG_STAMP := $(EG_VENV)/.installed-$(shell cat scripts/eg-requirements.txt | cksum | cut -d' ' -f1)
 
 $(STAMP): pyproject.toml
 	@# pip builds the JupyterLab extension (src/) with node, through jlpm.
@@ -34,6 +40,15 @@ labextension: $(LABEXT)
 
 venv: $(STAMP) $(LABEXT)
 
+$(EG_STAMP): scripts/eg-requirements.txt
+	python3 -m venv $(EG_VENV)
+	$(EG_VENV)/bin/python -m pip install -q --upgrade pip
+	$(EG_VENV)/bin/python -m pip install -q -r scripts/eg-requirements.txt
+	rm -f $(EG_VENV)/.installed-*
+	touch $@
+
+eg-venv: $(EG_STAMP)
+
 system-deps:
 	scripts/system-deps.sh
 	scripts/hub-proxy.sh
@@ -48,19 +63,20 @@ test: test-sqlite test-postgres
 # they run in a pytest process of their own.
 HUB_TESTS := tests/test_hub.py tests/test_hub_accounts.py
 
-test-sqlite: venv system-deps
+test-sqlite: venv system-deps eg-venv
 	$(PY) -m pytest $(PYTEST_ARGS) $(addprefix --ignore=,$(HUB_TESTS))
 	$(PY) -m pytest $(PYTEST_ARGS) $(HUB_TESTS)
 
 # The browser and JupyterHub tests drive the UI and the hub's OAuth, not the
-# store: they run once, in the SQLite pass, to keep CI's time in bounds.
+# store, and the pool test (tests/test_pool.py) uses the store as any server
+# does: they run once, in the SQLite pass, to keep CI's time in bounds.
 test-postgres: venv system-deps
 	WARDEN_TEST_POSTGRES=$$(scripts/test-postgres.sh) $(PY) -m pytest $(PYTEST_ARGS) \
-		--ignore=tests/test_browser_labext.py $(addprefix --ignore=,$(HUB_TESTS))
+		--ignore=tests/test_browser_labext.py --ignore=tests/test_pool.py $(addprefix --ignore=,$(HUB_TESTS))
 
 # Measures, never fails on a missed target; see docs/benchmarks.md.
 # WARDEN_BENCH_SCALE=0.1 makes the policy store ten times smaller.
-bench: venv
+bench: venv eg-venv system-deps
 	$(PY) bench/policy_check.py
 	$(PY) bench/listing.py
 	$(PY) bench/kernel_channels.py
@@ -68,6 +84,7 @@ bench: venv
 	$(PY) bench/rtc_fanout.py
 	$(PY) bench/secrets_masking.py
 	$(PY) bench/sealed_run.py
+	$(PY) bench/pool_roundtrip.py
 	$(PY) bench/load.py
 
 # Only the load: 50 users for 10 minutes on one server (issue 10).
@@ -75,4 +92,4 @@ bench-load: venv
 	$(PY) bench/load.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache node_modules lib tsconfig.tsbuildinfo jupyter_warden/labextension
+	rm -rf $(VENV) $(EG_VENV) .pytest_cache node_modules lib tsconfig.tsbuildinfo jupyter_warden/labextension

@@ -427,6 +427,20 @@ class Warden(ExtensionApp):
         (audited as kernel.exit with cause max-age); 0 for no limit.""",
     ).tag(config=True)
 
+    # -- kernels on a pool of hosts, through Enterprise Gateway (docs/pool.md) --
+
+    pool_key_file = Unicode(
+        help="""With --gateway-url (kernels on an Enterprise Gateway's pool of hosts):
+        the file of the key (64 hex digits, mode 0600) that signs each kernel's
+        launch request (its user, uid and limits). The same key must be on every
+        pool host (/etc/jupyter-warden/pool.key there). Made on first start.
+        Default: STATE_DIR/pool.key.""",
+    ).tag(config=True)
+
+    @default("pool_key_file")
+    def _default_pool_key_file(self):
+        return str(Path(self.state_dir).expanduser() / "pool.key")
+
     # -- derived ------------------------------------------------------------
 
     @property
@@ -524,6 +538,9 @@ class Warden(ExtensionApp):
         )
 
     def _install_sandbox(self, serverapp):
+        if serverapp.gateway_config.gateway_enabled:
+            sandboxing.uninstall_factory()  # no local kernels: the pool hosts sandbox them
+            return
         if self.sandbox == "none":
             sandboxing.uninstall_factory()
             return
@@ -592,6 +609,9 @@ class Warden(ExtensionApp):
         kernel_manager = self.serverapp.kernel_manager
         if self.kernel_idle_timeout > 0 and not kernel_manager.cull_idle_timeout:
             kernel_manager.cull_idle_timeout = int(self.kernel_idle_timeout)
+        if self.serverapp.gateway_config.gateway_enabled:
+            self._start_pool()
+            return
         if self.sandbox == "none":
             why = getattr(self, "_sandbox_problem", "c.Warden.sandbox is 'none'")
             self.log.warning(
@@ -604,17 +624,7 @@ class Warden(ExtensionApp):
             return
         from jupyter_core.paths import jupyter_config_path
 
-        from .names import name_key
-
-        network = set()
-        for subject in self.sandbox_network:
-            kind, _, name = subject.partition(":")
-            if subject == "authenticated":
-                network.add(subject)
-            elif kind in ("user", "group") and name:
-                network.add(f"{kind}:{name_key(name)}")
-            else:
-                self._refuse(f"c.Warden.sandbox_network: {subject!r} is not user:NAME, group:NAME or authenticated")
+        network = self._network_subjects()
         first, last = self.sandbox_uid_range
         if first <= self.sandbox_gid <= last or self.sandbox_gid == 0:
             self._refuse("c.Warden.sandbox_gid must not be 0 nor inside c.Warden.sandbox_uid_range")
@@ -626,14 +636,8 @@ class Warden(ExtensionApp):
             root_dir=self.serverapp.root_dir,
             hidden=hidden,
             system_paths=self.sandbox_system_paths,
-            limits=sandboxing.Limits(
-                memory_bytes=self.kernel_memory_limit,
-                cpu_seconds=self.kernel_cpu_limit,
-                processes=self.kernel_process_limit,
-                file_bytes=self.kernel_file_size_limit,
-                open_files=self.kernel_open_files_limit,
-            ),
-            network_subjects=frozenset(network),
+            limits=self._kernel_limits(),
+            network_subjects=network,
             max_entries=self.sandbox_max_entries,
             max_age=self.kernel_max_age,
             log=self.log,
@@ -644,6 +648,48 @@ class Warden(ExtensionApp):
         self.log.info("jupyter-warden: kernels sandboxed by bubblewrap, uids %d-%d", first, last)
         self.log.info("jupyter-warden: no cgroup limits on kernels (memory.max, pids.max): %s; rlimits only",
                       sandboxing.cgroup_v2_problem() or "the warden does not create cgroups yet")
+
+    def _start_pool(self):
+        """Kernels on an Enterprise Gateway: sign each launch request for the pool hosts."""
+        from .pool.launch_token import load_or_create_key
+        from .pool.warden import PoolLaunches
+
+        first, last = self.sandbox_uid_range
+        if first <= self.sandbox_gid <= last or self.sandbox_gid == 0:
+            self._refuse("c.Warden.sandbox_gid must not be 0 nor inside c.Warden.sandbox_uid_range")
+        try:
+            key = load_or_create_key(self.pool_key_file)
+        except (OSError, ValueError) as e:
+            self._refuse(f"the pool key (c.Warden.pool_key_file) can't be read: {e}")
+        self.sandbox_runner = None
+        self.pool = PoolLaunches(self, key, sandboxing.KernelUids(self.store, first, last), self.sandbox_gid,
+                                 self._kernel_limits(), self._network_subjects(), self.kernel_max_age)
+        self.serverapp.kernel_manager.warden_pool = self.pool
+        self.log.info("jupyter-warden: kernels run on the Enterprise Gateway at %s; each pool host "
+                      "sandboxes them (docs/pool.md)", self.serverapp.gateway_config.url)
+
+    def _kernel_limits(self):
+        return sandboxing.Limits(
+            memory_bytes=self.kernel_memory_limit,
+            cpu_seconds=self.kernel_cpu_limit,
+            processes=self.kernel_process_limit,
+            file_bytes=self.kernel_file_size_limit,
+            open_files=self.kernel_open_files_limit,
+        )
+
+    def _network_subjects(self) -> frozenset:
+        from .names import name_key
+
+        network = set()
+        for subject in self.sandbox_network:
+            kind, _, name = subject.partition(":")
+            if subject == "authenticated":
+                network.add(subject)
+            elif kind in ("user", "group") and name:
+                network.add(f"{kind}:{name_key(name)}")
+            else:
+                self._refuse(f"c.Warden.sandbox_network: {subject!r} is not user:NAME, group:NAME or authenticated")
+        return frozenset(network)
 
     def initialize_handlers(self):
         self.handlers.extend(warden_handlers())
@@ -703,6 +749,9 @@ class Warden(ExtensionApp):
         watch = getattr(self, "sandbox_watch", None)
         if watch is not None:
             watch.stop()
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.stop()
         transport = getattr(self, "transport", None)
         if transport is not None:
             transport.close()

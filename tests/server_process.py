@@ -40,6 +40,7 @@ class ServerProcess:
             JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
             JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
         )
+        self.extra_args: list[str] = []  # further `jupyter-warden serve` options
         self.proc = None
         self.port = None
         self.token = None
@@ -56,7 +57,7 @@ class ServerProcess:
     def start(self):
         self.port = _free_port()
         argv = [*self.wrap, *CLI, "serve", "--root", str(self.root), "--port", str(self.port),
-                "--ServerApp.allow_root=True"]
+                "--ServerApp.allow_root=True", *self.extra_args]
         self.proc = subprocess.Popen(
             argv, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -47,6 +47,8 @@ AUDIT_EVENTS: dict[str, str] = {
     # sandboxed kernels (docs/security.md, "Sandbox")
     "kernel.start": "A kernel was started in its sandbox (uid, limits, network, whether its folder is "
                     "writable), or refused one (deny, with why).",
+    "kernel.lost": "A pool kernel was lost (the gateway restarted it on its own, or gave it up: its host "
+                   "stopped answering); its users were told to restart it (docs/pool.md).",
     "kernel.exit": "A sandboxed kernel's process ended: its exit code and cause (shutdown, restart, "
                    "max-age, cpu-limit, file-size-limit, killed, crashed, exited).",
     # the secrets vault (docs/secrets.md); values are never recorded

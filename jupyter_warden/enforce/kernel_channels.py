@@ -710,7 +710,9 @@ class GuardedGatewayConnection(KernelChannelGuard, GatewayWebSocketConnection):
     """The guard over a kernel on a Jupyter (Enterprise) Gateway; always the JSON protocol."""
 
     def _forward(self, channel: str, msg, parts) -> None:
-        super().handle_incoming_message(json.dumps({**msg, "channel": channel}, default=json_default))
+        # Past the guard (whose handle_incoming_message is next in the MRO): to the gateway.
+        GatewayWebSocketConnection.handle_incoming_message(
+            self, json.dumps({**msg, "channel": channel}, default=json_default))
 
     def handle_outgoing_message(self, incoming_msg, *args) -> None:
         try:
@@ -720,6 +722,8 @@ class GuardedGatewayConnection(KernelChannelGuard, GatewayWebSocketConnection):
         except (ValueError, KeyError, TypeError, AttributeError):
             return super().handle_outgoing_message(incoming_msg, *args)
         message = OutgoingMessage(channel, self.session, decoded=decoded, size=len(incoming_msg))
+        if channel == "iopub" and isinstance(decoded[0], dict) and decoded[0].get("msg_type") == "status":
+            self._watch_status(decoded[3])
         if not self._pass_outgoing(message):
             return
         if message.changed:
@@ -731,6 +735,33 @@ class GuardedGatewayConnection(KernelChannelGuard, GatewayWebSocketConnection):
         if masked is not msg:
             incoming_msg = json.dumps(masked, default=json_default)
         super().handle_outgoing_message(incoming_msg, *args)
+
+
+    def _watch_status(self, content) -> None:
+        """The gateway restarting the kernel on its own, or giving it up: its host was lost."""
+        state = content.get("execution_state") if isinstance(content, dict) else None
+        if state not in ("restarting", "dead"):
+            return
+        requested = getattr(self.multi_kernel_manager, "restart_requested", None)
+        if state == "restarting" and requested is not None and requested(self.kernel_id):
+            return
+        from ..pool.warden import LOST_MESSAGE
+
+        if not getattr(self, "_lost_told", False):  # once per loss: "dead" may follow "restarting"
+            self._lost_told = True
+            self._audit("kernel.lost", "deny", reason=f"the gateway reported the kernel {state}")
+            self.kernel_ended(LOST_MESSAGE)
+            self.warden.kernel_ends.record(self.kernel_id, owner_of(self.multi_kernel_manager, self.kernel_id)
+                                           or "", [], "lost", LOST_MESSAGE, None)
+
+    def _pass_outgoing(self, message: OutgoingMessage) -> bool:
+        state = None
+        if message.channel == "iopub" and isinstance(message.header, dict) \
+                and message.header.get("msg_type") == "status" and isinstance(message.content, dict):
+            state = message.content.get("execution_state")
+        if state in ("idle", "busy", "starting"):
+            self._lost_told = False  # alive again (restarted): a later loss is told again
+        return super()._pass_outgoing(message)
 
 
 class KernelConnections:

@@ -12,6 +12,10 @@ on, or repointed to, someone else's kernel unless it is shared with them.
 
 from __future__ import annotations
 
+import time
+import uuid
+
+from jupyter_core.utils import ensure_async
 from jupyter_server.base.call_context import CallContext
 from tornado import web
 
@@ -24,6 +28,12 @@ def _requester() -> Actor | None:
     handler = CallContext.get(CallContext.JUPYTER_HANDLER)
     account = getattr(handler, "warden_account", None)
     return Actor.for_account(account) if account is not None else None
+
+
+def _gateway_allowed_envs() -> list[str]:
+    from jupyter_server.gateway.gateway_client import GatewayClient
+
+    return [n for n in GatewayClient.instance().allowed_envs.split(",") if not n.startswith("KERNEL_")]
 
 
 def owning_kernel_manager(base: type) -> type:
@@ -43,10 +53,48 @@ def owning_kernel_manager(base: type) -> type:
 
         async def start_kernel(self, *args, **kwargs):
             actor = _requester()
+            pool = getattr(self, "warden_pool", None)
+            if pool is not None:  # kernels on an Enterprise Gateway (pool/warden.py)
+                return await self._start_pool_kernel(pool, actor, *args, **kwargs)
             kernel_id = await super().start_kernel(*args, **kwargs)
             if actor is not None:
                 self.__dict__.setdefault("_owners", {})[kernel_id] = actor.owner
             return kernel_id
+
+        async def _start_pool_kernel(self, pool, actor, *args, **kwargs):
+            if actor is None:
+                raise web.HTTPError(403, "a pool kernel is started only for a signed-in user")
+            if kwargs.get("kernel_id") is not None:
+                # The gateway would hand over any kernel it runs under that id.
+                raise web.HTTPError(400, "kernel ids are chosen by the server; leave kernel.id out")
+            kernel_id = str(uuid.uuid4())
+            # The server writes who the kernel runs as, over anything the request carried.
+            # Only what the gateway client would forward anyway (GatewayClient.allowed_envs): it
+            # logs this env, and the server's own environment (keys, URLs) has no place there.
+            allowed = {name for name in _gateway_allowed_envs() if name}
+            given = {k: v for k, v in (kwargs.get("env") or {}).items() if k in allowed}
+            kwargs["env"] = {**given, **pool.launch_env(actor, kernel_id)}
+            try:
+                started = await super().start_kernel(*args, **kwargs)
+            except BaseException:
+                pool.forget(kernel_id)
+                raise
+            if started != kernel_id:
+                await super().shutdown_kernel(started, now=True)
+                raise web.HTTPError(502, "the gateway started the kernel under another id than asked; "
+                                         "it was stopped")
+            self.__dict__.setdefault("_owners", {})[kernel_id] = actor.owner
+            pool.started(kernel_id, actor, self)
+            return kernel_id
+
+        async def restart_kernel(self, kernel_id, *args, **kwargs):
+            # A restart asked for here is not a lost kernel (GuardedGatewayConnection).
+            self.__dict__.setdefault("_restarts", {})[kernel_id] = time.monotonic()
+            return await ensure_async(super().restart_kernel(kernel_id, *args, **kwargs))
+
+        def restart_requested(self, kernel_id: str, within: float = 60.0) -> bool:
+            at = self.__dict__.get("_restarts", {}).get(kernel_id)
+            return at is not None and time.monotonic() - at < within
 
         def list_kernels(self):
             actor = _requester()
@@ -128,7 +176,12 @@ def owning_session_manager(base: type) -> type:
 
         def _refuse_foreign_kernel(self, kernel_id) -> None:
             actor = _requester()
-            if actor is None or kernel_id is None or kernel_id not in self.kernel_manager:
+            if actor is None or kernel_id is None:
+                return
+            if kernel_id not in self.kernel_manager:
+                if getattr(self.kernel_manager, "warden_pool", None) is not None:
+                    # The gateway would hand over any kernel it runs under that id.
+                    raise web.HTTPError(400, "kernel ids are chosen by the server; leave kernel.id out")
                 return  # a new kernel will be started at that id, owned by the requester
             if not self._visible(actor, kernel_id, shared=True):
                 raise web.HTTPError(

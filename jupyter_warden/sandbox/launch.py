@@ -134,6 +134,18 @@ class Launch:
                 "writable": self.writable, "limits": self.limits.as_dict(), "workspace": self.workspace}
 
 
+def interpreter_trees(argv0: str) -> list[Path]:
+    """Folders the kernel's interpreter needs: its own prefix and the base Python's."""
+    trees = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.base_exec_prefix)}
+    exe = Path(argv0)
+    if exe.is_absolute():
+        for prefix in (exe.parent.parent, exe.resolve().parent.parent):
+            if (prefix / "pyvenv.cfg").is_file():  # another virtual environment's kernel
+                trees.add(prefix)
+    # Never the whole host: "/" would be a prefix of everything.
+    return sorted({t.resolve() for t in trees if t.is_dir() and len(t.resolve().parts) > 1})
+
+
 class Mounts:
     """bwrap file-system arguments, creating the parents of each bind with mode 0755."""
 
@@ -218,15 +230,7 @@ class Sandbox:
         self.hidden = [Path(p).resolve() for p in hidden] + [self.run_base]
 
     def interpreter_trees(self, argv0: str) -> list[Path]:
-        """Folders the kernel's interpreter needs: its own prefix and the base Python's."""
-        trees = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.base_exec_prefix)}
-        exe = Path(argv0)
-        if exe.is_absolute():
-            for prefix in (exe.parent.parent, exe.resolve().parent.parent):
-                if (prefix / "pyvenv.cfg").is_file():  # another virtual environment's kernel
-                    trees.add(prefix)
-        # Never the whole host: "/" would be a prefix of everything.
-        return sorted({t.resolve() for t in trees if t.is_dir() and len(t.resolve().parts) > 1})
+        return interpreter_trees(argv0)
 
     def plan(self, actor: Actor, cwd: str, kernel_id: str, argv0: str) -> Launch:
         folder_os = Path(cwd or self.root).resolve()
