@@ -72,7 +72,7 @@ test-sqlite: venv system-deps eg-venv
 # does: they run once, in the SQLite pass, to keep CI's time in bounds.
 test-postgres: venv system-deps
 	WARDEN_TEST_POSTGRES=$$(scripts/test-postgres.sh) $(PY) -m pytest $(PYTEST_ARGS) \
-		--ignore=tests/test_browser_labext.py --ignore=tests/test_pool.py $(addprefix --ignore=,$(HUB_TESTS))
+		--ignore=tests/test_browser_labext.py --ignore=tests/test_browser_rtc.py --ignore=tests/test_pool.py $(addprefix --ignore=,$(HUB_TESTS))
 
 # Measures, never fails on a missed target; see docs/benchmarks.md.
 # WARDEN_BENCH_SCALE=0.1 makes the policy store ten times smaller.
