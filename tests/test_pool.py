@@ -78,6 +78,9 @@ class Pool:
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.home / ".ssh" / "id_ed25519")
         self.authorized = tmp / "authorized_keys"
         shutil.copy(self.home / ".ssh" / "id_ed25519.pub", self.authorized)
+        # EG's kernel-ID.log of each launch (EG_KERNEL_LOG_DIR, /tmp by default): removed in close().
+        self.kernel_logs = tmp / "kernel-logs"
+        self.kernel_logs.mkdir()
         self.hosts_file = tmp / "pool-hosts"
         self.hosts_file.write_text("# the pool, read by the gateway at each launch\n")
         self.key_file = tmp / "pool.key"
@@ -161,12 +164,15 @@ class Pool:
                "HOME": str(self.home), "JUPYTER_PATH": str(share), "JUPYTER_DATA_DIR": str(share),
                "JUPYTER_RUNTIME_DIR": str(self.tmp / "eg-runtime"), "JUPYTER_CONFIG_DIR": str(self.tmp / "eg-config"),
                "PYTHONPATH": str(REPO),  # jupyter_warden.pool.gateway, with no other dependency
-               "EG_REMOTE_USER": "root", "EG_RESPONSE_IP": f"{self.net}.1", "EG_KERNEL_LAUNCH_TIMEOUT": "40"}
+               "EG_REMOTE_USER": "root", "EG_RESPONSE_IP": f"{self.net}.1", "EG_KERNEL_LAUNCH_TIMEOUT": "40",
+               "EG_KERNEL_LOG_DIR": str(self.kernel_logs)}
         self.eg_log = self.tmp / "eg.log"
         eg = subprocess.Popen(
             [str(EG), "--ip=127.0.0.1", f"--port={self.eg_port}", f"--EnterpriseGatewayApp.auth_token={self.eg_token}",
              f"--EnterpriseGatewayApp.default_kernel_name={KERNEL}",
-             f"--KernelSpecManager.allowed_kernelspecs={KERNEL}", "--debug"],
+             f"--KernelSpecManager.allowed_kernelspecs={KERNEL}",
+             # The warden's kernel list and its idle culler ask the gateway for its kernels.
+             "--EnterpriseGatewayApp.list_kernels=True", "--debug"],
             env=env, stdout=open(self.eg_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(eg)
         self.eg = eg
@@ -177,14 +183,18 @@ class Pool:
         (root / "course").mkdir(parents=True)
         (self.tmp / "warden").mkdir(exist_ok=True)
         server = ServerProcess(self.tmp / "warden", f"sqlite:///{self.tmp}/warden/state/warden.db", root)
-        config = Path(server.env["JUPYTER_CONFIG_DIR"])
-        config.mkdir(parents=True, exist_ok=True)
-        (config / "jupyter_server_config.json").write_text(json.dumps({
-            "Warden": {"pool_key_file": str(self.key_file), "kernel_max_age": 3600}}))
+        self.server = server
+        self.configure_warden({"kernel_max_age": 3600})
         server.extra_args = [f"--gateway-url=http://127.0.0.1:{self.eg_port}",
                              f"--GatewayClient.auth_token={self.eg_token}", "--GatewayClient.request_timeout=60"]
-        self.server = server
         return server
+
+    def configure_warden(self, warden: dict, **more) -> None:
+        """The warden server's config file: ``c.Warden`` options, and other sections."""
+        config = Path(self.server.env["JUPYTER_CONFIG_DIR"])
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "jupyter_server_config.json").write_text(json.dumps({
+            "Warden": {"pool_key_file": str(self.key_file), **warden}, **more}))
 
     def close(self) -> None:
         server = getattr(self, "server", None)
@@ -202,6 +212,7 @@ class Pool:
             run("ip", "netns", "del", host["ns"], check=False)
             run("ip", "link", "del", host["veth"], check=False)
         run("ip", "link", "del", self.bridge, check=False)
+        shutil.rmtree(self.kernel_logs, ignore_errors=True)
 
 
 def _wait_port(host, port, proc=None, log=None, timeout=60):
@@ -345,8 +356,7 @@ async def test_identity_travels_signed_and_is_not_forgeable(pool):
     # A kernel id the client chose is refused: the gateway would hand over a kernel it runs under that id.
     status, body = call(pool, "POST", "/api/sessions", pool.tokens["bob"], {
         "path": "course/other.ipynb", "type": "notebook", "kernel": {"name": KERNEL, "id": str(uuid.uuid4())}})
-    # (jupyter_server's session handler reports every refusal of the manager as a 500.)
-    assert status in (400, 500) and "kernel ids are chosen by the server" in body["message"], body
+    assert status == 400 and "kernel ids are chosen by the server" in body["message"], body
 
     # Straight at the gateway (as if someone got past the warden to it): a forged or replayed
     # launch request starts nothing on a host.
@@ -361,7 +371,7 @@ async def test_identity_travels_signed_and_is_not_forgeable(pool):
             env["KERNEL_WARDEN_LAUNCH"] = token
         status = await asyncio.get_running_loop().run_in_executor(None, _eg_start, pool, env)
         assert status >= 400
-        log = Path(f"/tmp/kernel-{kernel}.log")
+        log = pool.kernel_logs / f"kernel-{kernel}.log"
         assert "refused to start kernel" in log.read_text(), log.read_text()
         log.unlink()
 
@@ -440,3 +450,66 @@ async def test_a_dead_host_takes_only_its_kernels_and_new_hosts_join(pool):
     assert 3 in landed
     for client in (survivor, again):
         client.ws.close()
+
+
+async def _told(client, text, deadline) -> dict:
+    """The first stream message of the warden that contains ``text``."""
+    while True:
+        msg = await client.recv(timeout=max(1, deadline - time.monotonic()))
+        assert msg is not None, f"the socket closed before the notice {text!r}"
+        if msg["msg_type"] == "stream" and text in msg["content"]["text"]:
+            return msg
+
+
+async def test_max_age_and_idle_cull_of_pool_kernels(pool):
+    # Short limits for this test: the warden restarts with them (the gateway and the hosts stay).
+    # The culler counts connected kernels too, so that the user still on the socket is told.
+    pool.server.stop()
+    pool.configure_warden({"kernel_max_age": 20, "kernel_idle_timeout": 6},
+                          MappingKernelManager={"cull_interval": 1, "cull_connected": True})
+    pool.server.start()
+
+    # sam's kernel runs a long cell (busy: never idle) until its max age.
+    aged_id = start_kernel(pool, "sam", "course/aged.ipynb")
+    aged = await connect(pool, aged_id, "sam")
+    await ready(aged)
+    running = await aged.send("shell", "execute_request", {
+        "code": "import time; time.sleep(600)", "silent": False, "store_history": True,
+        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    # bob's kernel does nothing after its first cell.
+    idle_id = start_kernel(pool, "bob", "course/idle.ipynb")
+    idle = await connect(pool, idle_id, "bob")
+    await ready(idle)
+
+    deadline = time.monotonic() + 60
+    told = await _told(idle, "it was idle for longer than the idle timeout of 6 s (c.Warden.kernel_idle_timeout)",
+                       deadline)
+    assert "start a new kernel" in told["content"]["text"]
+    told = await _told(aged, "it reached the maximum kernel age of 20 s (c.Warden.kernel_max_age)", deadline)
+    assert told["parent_header"]["msg_id"] == running  # in the cell that was running
+
+    for kernel_id, user, cause in ((idle_id, "bob", "idle"), (aged_id, "sam", "max-age")):
+        # Gone from the warden (the notice comes just before the shutdown) and from the
+        # gateway; why, kept for its user.
+        while call(pool, "GET", f"/api/kernels/{kernel_id}", pool.tokens[user])[0] != 404:
+            assert time.monotonic() < deadline, f"kernel {kernel_id} was not shut down"
+            await asyncio.sleep(0.2)
+        assert kernel_id not in [k["id"] for k in call(pool, "GET", "/api/kernels", pool.tokens[user])[1]]
+        status, _ = await asyncio.get_running_loop().run_in_executor(None, _eg_get, pool, kernel_id)
+        assert status == 404
+        status, end = call(pool, "GET", f"/api/warden/kernels/{kernel_id}/exit", pool.tokens[user])
+        assert status == 200 and end["cause"] == cause, end
+    for client in (aged, idle):
+        client.ws.close()
+
+
+def _eg_get(pool, kernel_id):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", pool.eg_port, timeout=60)
+    try:
+        conn.request("GET", f"/api/kernels/{kernel_id}", headers={"Authorization": f"token {pool.eg_token}"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
