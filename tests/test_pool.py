@@ -150,6 +150,16 @@ class Pool:
                     return n
         return None
 
+    def connection_info(self, kernel_id: str) -> dict:
+        """The kernel's ports and key, as the launcher sent them to the gateway (its debug log)."""
+        import ast
+
+        mark = f"Connection info received for kernel '{kernel_id}': "
+        for line in reversed(self.eg_log.read_text().splitlines()):
+            if mark in line:
+                return ast.literal_eval(line.split(mark, 1)[1])
+        raise AssertionError(f"no connection info of {kernel_id} in {self.eg_log}")
+
     # -- the gateway and the warden -----------------------------------------
 
     def start_gateway(self) -> None:
@@ -314,6 +324,17 @@ async def test_round_robin_sandboxed_and_sealed(pool):
     pool.uids = {"sam": sam_says[0], "bob": bob_says[0]}
     assert sam_says[2].strip() == "['lo'] False None"
 
+    # On the pool network, the kernel takes only messages signed with its own key:
+    # one signed with another key (or none) runs nothing.
+    info = pool.connection_info(sam_kernel)
+    assert len(info["key"]) >= 32
+    for key, answered in ((b"", False), (b"guessed", False), (info["key"].encode(), True)):
+        assert await asyncio.get_running_loop().run_in_executor(None, _execute_direct, info, key) is answered
+    reply, outputs = await sam.execute("print('direct' in globals())")
+    assert stdout(outputs) == "True\n"  # the signed one ran, once (it sets `direct`); the others did not
+    reply, outputs = await sam.execute("print(direct)")
+    assert stdout(outputs) == str(info["key"].encode()) + "\n"
+
     # A sealed cell on a pool kernel: it runs; its source never reaches the user.
     status, model = call(pool, "GET", f"/api/contents/{NB}", pool.tokens["sam"])
     placeholder = model["content"]["cells"][0]["source"]
@@ -386,6 +407,25 @@ async def test_identity_travels_signed_and_is_not_forgeable(pool):
         assert not marker.exists()
     finally:
         marker.unlink(missing_ok=True)
+
+
+def _execute_direct(info: dict, key: bytes) -> bool:
+    """Send an execute_request straight to a pool kernel's shell port; whether it was answered."""
+    import zmq
+    from jupyter_client.session import Session
+
+    session = Session(key=key, signature_scheme=info["signature_scheme"])
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+        session.send(sock, "execute_request", {"code": f"direct = {key!r}", "silent": False, "store_history": False,
+                                               "user_expressions": {}, "allow_stdin": False})
+        return bool(sock.poll(3000 if key else 2000))
+    finally:
+        sock.close(0)
+        context.term()
 
 
 def _eg_start(pool, env) -> int:

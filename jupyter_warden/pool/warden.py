@@ -108,6 +108,22 @@ class PoolLaunches:
                 self.warden.log.warning("jupyter-warden: pool kernel %s not stopped at its max age: %s",
                                         kernel_id, e)
 
+    async def check_gateway(self, kernel_manager) -> None:
+        """Say so at start if the gateway won't list its kernels: the kernel list and idle cull need it."""
+        from jupyter_server.gateway.gateway_client import gateway_request
+        from tornado import web
+
+        try:
+            await gateway_request(kernel_manager.kernels_url, method="GET")
+        except web.HTTPError as e:
+            if e.status_code == 403:
+                self.warden.log.error(
+                    "jupyter-warden: the Enterprise Gateway refuses to list its kernels: GET /api/kernels "
+                    "fails and idle pool kernels are never culled. Start it with "
+                    "--EnterpriseGatewayApp.list_kernels=True (docs/pool.md)")
+        except Exception as e:  # not up yet: the first launch will say more
+            self.warden.log.warning("jupyter-warden: the Enterprise Gateway can't be reached yet: %s", e)
+
     def culled(self, kernel_id: str, timeout: float, owner: str | None) -> None:
         """jupyter_server's culler is about to shut ``kernel_id`` down for idleness: tell its users."""
         since, user, started_owner = self._started.pop(kernel_id, (None, None, None))
