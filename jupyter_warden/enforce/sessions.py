@@ -121,12 +121,12 @@ def owning_kernel_manager(base: type) -> type:
             finally:
                 culling.discard(kernel_id)
 
-        async def shutdown_kernel(self, kernel_id, *args, **kwargs):
+        def shutdown_kernel(self, kernel_id, *args, **kwargs):
             pool = getattr(self, "warden_pool", None)
             if pool is not None and kernel_id in self.__dict__.get("_culling", ()):
                 # Only the culler shuts a kernel down while it checks it: an idle cull.
                 pool.culled(kernel_id, self.cull_idle_timeout, self.owner_of(kernel_id))
-            return await ensure_async(super().shutdown_kernel(kernel_id, *args, **kwargs))
+            return super().shutdown_kernel(kernel_id, *args, **kwargs)  # sync or async, as the base
 
     WardenKernelManager.__name__ = WardenKernelManager.__qualname__ = "Warden" + base.__name__
     return WardenKernelManager
