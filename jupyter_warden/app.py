@@ -652,6 +652,8 @@ class Warden(ExtensionApp):
     def _start_pool(self):
         """Kernels on an Enterprise Gateway: sign each launch request for the pool hosts."""
         from .pool.launch_token import load_or_create_key
+        from tornado.ioloop import IOLoop
+
         from .pool.warden import PoolLaunches
 
         first, last = self.sandbox_uid_range
@@ -665,6 +667,7 @@ class Warden(ExtensionApp):
         self.pool = PoolLaunches(self, key, sandboxing.KernelUids(self.store, first, last), self.sandbox_gid,
                                  self._kernel_limits(), self._network_subjects(), self.kernel_max_age)
         self.serverapp.kernel_manager.warden_pool = self.pool
+        IOLoop.current().add_callback(self.pool.check_gateway, self.serverapp.kernel_manager)
         self.log.info("jupyter-warden: kernels run on the Enterprise Gateway at %s; each pool host "
                       "sandboxes them (docs/pool.md)", self.serverapp.gateway_config.url)
 

@@ -78,6 +78,9 @@ class Pool:
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.home / ".ssh" / "id_ed25519")
         self.authorized = tmp / "authorized_keys"
         shutil.copy(self.home / ".ssh" / "id_ed25519.pub", self.authorized)
+        # EG's kernel-ID.log of each launch (EG_KERNEL_LOG_DIR, /tmp by default): removed in close().
+        self.kernel_logs = tmp / "kernel-logs"
+        self.kernel_logs.mkdir()
         self.hosts_file = tmp / "pool-hosts"
         self.hosts_file.write_text("# the pool, read by the gateway at each launch\n")
         self.key_file = tmp / "pool.key"
@@ -147,6 +150,16 @@ class Pool:
                     return n
         return None
 
+    def connection_info(self, kernel_id: str) -> dict:
+        """The kernel's ports and key, as the launcher sent them to the gateway (its debug log)."""
+        import ast
+
+        mark = f"Connection info received for kernel '{kernel_id}': "
+        for line in reversed(self.eg_log.read_text().splitlines()):
+            if mark in line:
+                return ast.literal_eval(line.split(mark, 1)[1])
+        raise AssertionError(f"no connection info of {kernel_id} in {self.eg_log}")
+
     # -- the gateway and the warden -----------------------------------------
 
     def start_gateway(self) -> None:
@@ -161,12 +174,15 @@ class Pool:
                "HOME": str(self.home), "JUPYTER_PATH": str(share), "JUPYTER_DATA_DIR": str(share),
                "JUPYTER_RUNTIME_DIR": str(self.tmp / "eg-runtime"), "JUPYTER_CONFIG_DIR": str(self.tmp / "eg-config"),
                "PYTHONPATH": str(REPO),  # jupyter_warden.pool.gateway, with no other dependency
-               "EG_REMOTE_USER": "root", "EG_RESPONSE_IP": f"{self.net}.1", "EG_KERNEL_LAUNCH_TIMEOUT": "40"}
+               "EG_REMOTE_USER": "root", "EG_RESPONSE_IP": f"{self.net}.1", "EG_KERNEL_LAUNCH_TIMEOUT": "40",
+               "EG_KERNEL_LOG_DIR": str(self.kernel_logs)}
         self.eg_log = self.tmp / "eg.log"
         eg = subprocess.Popen(
             [str(EG), "--ip=127.0.0.1", f"--port={self.eg_port}", f"--EnterpriseGatewayApp.auth_token={self.eg_token}",
              f"--EnterpriseGatewayApp.default_kernel_name={KERNEL}",
-             f"--KernelSpecManager.allowed_kernelspecs={KERNEL}", "--debug"],
+             f"--KernelSpecManager.allowed_kernelspecs={KERNEL}",
+             # The warden's kernel list and its idle culler ask the gateway for its kernels.
+             "--EnterpriseGatewayApp.list_kernels=True", "--debug"],
             env=env, stdout=open(self.eg_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(eg)
         self.eg = eg
@@ -177,14 +193,18 @@ class Pool:
         (root / "course").mkdir(parents=True)
         (self.tmp / "warden").mkdir(exist_ok=True)
         server = ServerProcess(self.tmp / "warden", f"sqlite:///{self.tmp}/warden/state/warden.db", root)
-        config = Path(server.env["JUPYTER_CONFIG_DIR"])
-        config.mkdir(parents=True, exist_ok=True)
-        (config / "jupyter_server_config.json").write_text(json.dumps({
-            "Warden": {"pool_key_file": str(self.key_file), "kernel_max_age": 3600}}))
+        self.server = server
+        self.configure_warden({"kernel_max_age": 3600})
         server.extra_args = [f"--gateway-url=http://127.0.0.1:{self.eg_port}",
                              f"--GatewayClient.auth_token={self.eg_token}", "--GatewayClient.request_timeout=60"]
-        self.server = server
         return server
+
+    def configure_warden(self, warden: dict, **more) -> None:
+        """The warden server's config file: ``c.Warden`` options, and other sections."""
+        config = Path(self.server.env["JUPYTER_CONFIG_DIR"])
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "jupyter_server_config.json").write_text(json.dumps({
+            "Warden": {"pool_key_file": str(self.key_file), **warden}, **more}))
 
     def close(self) -> None:
         server = getattr(self, "server", None)
@@ -202,6 +222,7 @@ class Pool:
             run("ip", "netns", "del", host["ns"], check=False)
             run("ip", "link", "del", host["veth"], check=False)
         run("ip", "link", "del", self.bridge, check=False)
+        shutil.rmtree(self.kernel_logs, ignore_errors=True)
 
 
 def _wait_port(host, port, proc=None, log=None, timeout=60):
@@ -303,6 +324,17 @@ async def test_round_robin_sandboxed_and_sealed(pool):
     pool.uids = {"sam": sam_says[0], "bob": bob_says[0]}
     assert sam_says[2].strip() == "['lo'] False None"
 
+    # On the pool network, the kernel takes only messages signed with its own key:
+    # one signed with another key (or none) runs nothing.
+    info = pool.connection_info(sam_kernel)
+    assert len(info["key"]) >= 32
+    for key, answered in ((b"", False), (b"guessed", False), (info["key"].encode(), True)):
+        assert await asyncio.get_running_loop().run_in_executor(None, _execute_direct, info, key) is answered
+    reply, outputs = await sam.execute("print('direct' in globals())")
+    assert stdout(outputs) == "True\n"  # the signed one ran, once (it sets `direct`); the others did not
+    reply, outputs = await sam.execute("print(direct)")
+    assert stdout(outputs) == str(info["key"].encode()) + "\n"
+
     # A sealed cell on a pool kernel: it runs; its source never reaches the user.
     status, model = call(pool, "GET", f"/api/contents/{NB}", pool.tokens["sam"])
     placeholder = model["content"]["cells"][0]["source"]
@@ -345,8 +377,7 @@ async def test_identity_travels_signed_and_is_not_forgeable(pool):
     # A kernel id the client chose is refused: the gateway would hand over a kernel it runs under that id.
     status, body = call(pool, "POST", "/api/sessions", pool.tokens["bob"], {
         "path": "course/other.ipynb", "type": "notebook", "kernel": {"name": KERNEL, "id": str(uuid.uuid4())}})
-    # (jupyter_server's session handler reports every refusal of the manager as a 500.)
-    assert status in (400, 500) and "kernel ids are chosen by the server" in body["message"], body
+    assert status == 400 and "kernel ids are chosen by the server" in body["message"], body
 
     # Straight at the gateway (as if someone got past the warden to it): a forged or replayed
     # launch request starts nothing on a host.
@@ -361,7 +392,7 @@ async def test_identity_travels_signed_and_is_not_forgeable(pool):
             env["KERNEL_WARDEN_LAUNCH"] = token
         status = await asyncio.get_running_loop().run_in_executor(None, _eg_start, pool, env)
         assert status >= 400
-        log = Path(f"/tmp/kernel-{kernel}.log")
+        log = pool.kernel_logs / f"kernel-{kernel}.log"
         assert "refused to start kernel" in log.read_text(), log.read_text()
         log.unlink()
 
@@ -376,6 +407,25 @@ async def test_identity_travels_signed_and_is_not_forgeable(pool):
         assert not marker.exists()
     finally:
         marker.unlink(missing_ok=True)
+
+
+def _execute_direct(info: dict, key: bytes) -> bool:
+    """Send an execute_request straight to a pool kernel's shell port; whether it was answered."""
+    import zmq
+    from jupyter_client.session import Session
+
+    session = Session(key=key, signature_scheme=info["signature_scheme"])
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+        session.send(sock, "execute_request", {"code": f"direct = {key!r}", "silent": False, "store_history": False,
+                                               "user_expressions": {}, "allow_stdin": False})
+        return bool(sock.poll(3000 if key else 2000))
+    finally:
+        sock.close(0)
+        context.term()
 
 
 def _eg_start(pool, env) -> int:
@@ -440,3 +490,66 @@ async def test_a_dead_host_takes_only_its_kernels_and_new_hosts_join(pool):
     assert 3 in landed
     for client in (survivor, again):
         client.ws.close()
+
+
+async def _told(client, text, deadline) -> dict:
+    """The first stream message of the warden that contains ``text``."""
+    while True:
+        msg = await client.recv(timeout=max(1, deadline - time.monotonic()))
+        assert msg is not None, f"the socket closed before the notice {text!r}"
+        if msg["msg_type"] == "stream" and text in msg["content"]["text"]:
+            return msg
+
+
+async def test_max_age_and_idle_cull_of_pool_kernels(pool):
+    # Short limits for this test: the warden restarts with them (the gateway and the hosts stay).
+    # The culler counts connected kernels too, so that the user still on the socket is told.
+    pool.server.stop()
+    pool.configure_warden({"kernel_max_age": 20, "kernel_idle_timeout": 6},
+                          MappingKernelManager={"cull_interval": 1, "cull_connected": True})
+    pool.server.start()
+
+    # sam's kernel runs a long cell (busy: never idle) until its max age.
+    aged_id = start_kernel(pool, "sam", "course/aged.ipynb")
+    aged = await connect(pool, aged_id, "sam")
+    await ready(aged)
+    running = await aged.send("shell", "execute_request", {
+        "code": "import time; time.sleep(600)", "silent": False, "store_history": True,
+        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    # bob's kernel does nothing after its first cell.
+    idle_id = start_kernel(pool, "bob", "course/idle.ipynb")
+    idle = await connect(pool, idle_id, "bob")
+    await ready(idle)
+
+    deadline = time.monotonic() + 60
+    told = await _told(idle, "it was idle for longer than the idle timeout of 6 s (c.Warden.kernel_idle_timeout)",
+                       deadline)
+    assert "start a new kernel" in told["content"]["text"]
+    told = await _told(aged, "it reached the maximum kernel age of 20 s (c.Warden.kernel_max_age)", deadline)
+    assert told["parent_header"]["msg_id"] == running  # in the cell that was running
+
+    for kernel_id, user, cause in ((idle_id, "bob", "idle"), (aged_id, "sam", "max-age")):
+        # Gone from the warden (the notice comes just before the shutdown) and from the
+        # gateway; why, kept for its user.
+        while call(pool, "GET", f"/api/kernels/{kernel_id}", pool.tokens[user])[0] != 404:
+            assert time.monotonic() < deadline, f"kernel {kernel_id} was not shut down"
+            await asyncio.sleep(0.2)
+        assert kernel_id not in [k["id"] for k in call(pool, "GET", "/api/kernels", pool.tokens[user])[1]]
+        status, _ = await asyncio.get_running_loop().run_in_executor(None, _eg_get, pool, kernel_id)
+        assert status == 404
+        status, end = call(pool, "GET", f"/api/warden/kernels/{kernel_id}/exit", pool.tokens[user])
+        assert status == 200 and end["cause"] == cause, end
+    for client in (aged, idle):
+        client.ws.close()
+
+
+def _eg_get(pool, kernel_id):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", pool.eg_port, timeout=60)
+    try:
+        conn.request("GET", f"/api/kernels/{kernel_id}", headers={"Authorization": f"token {pool.eg_token}"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()

@@ -444,6 +444,11 @@ def _sessions(request: _Request, action: str) -> bool:
     kernel_id = kernel.get("id") if isinstance(kernel, dict) else None
     if kernel_id is not None and not isinstance(kernel_id, str):
         raise web.HTTPError(400, "kernel.id must be a string")
+    if kernel_id and kernel_id not in handler.kernel_manager \
+            and getattr(handler.kernel_manager, "warden_pool", None) is not None:
+        # Pool kernels: the gateway would hand over any kernel it runs under that id. Here,
+        # before the session manager, whose refusals jupyter_server turns into 500s.
+        request.refuse(400, "kernel ids are chosen by the server; leave kernel.id out")
     if kernel_id and kernel_id in handler.kernel_manager:
         if not may_use_kernel(handler.kernel_manager, request.actor, kernel_id):
             request.refuse(403, f"kernel {kernel_id} belongs to someone else; "

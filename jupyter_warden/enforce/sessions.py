@@ -12,6 +12,7 @@ on, or repointed to, someone else's kernel unless it is shared with them.
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 
@@ -99,7 +100,33 @@ def owning_kernel_manager(base: type) -> type:
         def list_kernels(self):
             actor = _requester()
             kernels = super().list_kernels()
+            if inspect.isawaitable(kernels):  # the gateway's manager (pool kernels) lists them async
+                return self._visible_kernels(actor, kernels)
             return [k for k in kernels if self.visible_to(actor, k["id"])]
+
+        async def _visible_kernels(self, actor, kernels):
+            return [k for k in await kernels if self.visible_to(actor, k["id"])]
+
+        async def cull_kernel_if_idle(self, kernel_id):
+            # Pool kernels: jupyter_server's culler shuts them down from the gateway's
+            # activity model; their users are told first (pool/warden.py).
+            pool = getattr(self, "warden_pool", None)
+            kernel = self._kernels.get(kernel_id)
+            if pool is None or kernel is None or getattr(kernel, "execution_state", None) == "dead":
+                return await super().cull_kernel_if_idle(kernel_id)  # a dead one was told as lost
+            culling = self.__dict__.setdefault("_culling", set())
+            culling.add(kernel_id)
+            try:
+                return await super().cull_kernel_if_idle(kernel_id)
+            finally:
+                culling.discard(kernel_id)
+
+        def shutdown_kernel(self, kernel_id, *args, **kwargs):
+            pool = getattr(self, "warden_pool", None)
+            if pool is not None and kernel_id in self.__dict__.get("_culling", ()):
+                # Only the culler shuts a kernel down while it checks it: an idle cull.
+                pool.culled(kernel_id, self.cull_idle_timeout, self.owner_of(kernel_id))
+            return super().shutdown_kernel(kernel_id, *args, **kwargs)  # sync or async, as the base
 
     WardenKernelManager.__name__ = WardenKernelManager.__qualname__ = "Warden" + base.__name__
     return WardenKernelManager

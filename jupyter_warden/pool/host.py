@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -136,8 +137,10 @@ class PoolKernel:
 
         launch = self.plan()
         connection_file = str(self.run_dir / "connection.json")
+        # The key that signs every message between the gateway and the kernel (jupyter_client's
+        # default is none: unsigned messages would be accepted from anyone reaching the ports).
         _, info = write_connection_file(connection_file, transport="ipc", ip=str(self.run_dir / "ipc"),
-                                        kernel_name=self.args.kernel_name)
+                                        key=secrets.token_hex(32).encode(), kernel_name=self.args.kernel_name)
         os.chown(connection_file, launch.uid, launch.gid)
         env = launch.env({k: v for k, v in os.environ.items()}, {},
                          os.pathsep.join(dict.fromkeys([os.path.dirname(self.python), "/usr/local/bin",

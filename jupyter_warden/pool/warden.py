@@ -1,4 +1,4 @@
-"""The warden server's side of pool kernels: the launch request, and the kernels' max age.
+"""The warden server's side of pool kernels: the launch request, their max age and idle cull.
 
 With ``--gateway-url``, every kernel starts on an Enterprise Gateway. The
 server, never the client, writes the request's environment: the kernel id it
@@ -6,6 +6,12 @@ chose, ``KERNEL_USERNAME``, and the signed launch token (user, uid, limits,
 network) that the pool host checks. Everything else a request could carry
 into EG's remote shell (the notebook's path as ``KERNEL_WORKING_DIR``) is
 blanked: EG puts each value in a shell command line on the host.
+
+A pool kernel past ``c.Warden.kernel_max_age`` is shut down here, through
+the gateway. jupyter_server's culler (``MappingKernelManager.cull_idle_timeout``,
+set from ``c.Warden.kernel_idle_timeout``) shuts down idle ones from the
+gateway's activity model; ``culled`` is called just before, so that the
+users of either are told why, in the cell that was running.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ LOST_MESSAGE = (
     f"{PREFIX}Kernel lost: the pool host running it stopped answering, and everything defined in "
     "the kernel is gone. Restart the kernel to continue; your notebook is intact."
 )
+
+
+def idle_message(timeout: float) -> str:
+    """What the users of a pool kernel culled for idleness read."""
+    return (f"{PREFIX}The kernel was stopped: it was idle for longer than the idle timeout of {timeout:g} s "
+            "(c.Warden.kernel_idle_timeout). It was shut down; start a new kernel to go on.")
 
 
 def kernel_username(actor: Actor) -> str:
@@ -95,6 +107,33 @@ class PoolLaunches:
             except Exception as e:  # gone on the gateway already
                 self.warden.log.warning("jupyter-warden: pool kernel %s not stopped at its max age: %s",
                                         kernel_id, e)
+
+    async def check_gateway(self, kernel_manager) -> None:
+        """Say so at start if the gateway won't list its kernels: the kernel list and idle cull need it."""
+        from jupyter_server.gateway.gateway_client import gateway_request
+        from tornado import web
+
+        try:
+            await gateway_request(kernel_manager.kernels_url, method="GET")
+        except web.HTTPError as e:
+            if e.status_code == 403:
+                self.warden.log.error(
+                    "jupyter-warden: the Enterprise Gateway refuses to list its kernels: GET /api/kernels "
+                    "fails and idle pool kernels are never culled. Start it with "
+                    "--EnterpriseGatewayApp.list_kernels=True (docs/pool.md)")
+        except Exception as e:  # not up yet: the first launch will say more
+            self.warden.log.warning("jupyter-warden: the Enterprise Gateway can't be reached yet: %s", e)
+
+    def culled(self, kernel_id: str, timeout: float, owner: str | None) -> None:
+        """jupyter_server's culler is about to shut ``kernel_id`` down for idleness: tell its users."""
+        since, user, started_owner = self._started.pop(kernel_id, (None, None, None))
+        owner = owner or started_owner or ""
+        message = idle_message(timeout)
+        self.warden.kernel_connections.kernel_ended(kernel_id, message)
+        self.warden.audit.record(user or owner, "kernel.exit", "allow", reason="idle",
+                                 details={"kernel_id": kernel_id, "pool": True, "cause": "idle",
+                                          "idle_timeout": timeout})
+        self.warden.kernel_ends.record(kernel_id, owner, [], "idle", message, None)
 
     def stop(self) -> None:
         if self._timer is not None:
