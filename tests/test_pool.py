@@ -194,7 +194,7 @@ class Pool:
         (self.tmp / "warden").mkdir(exist_ok=True)
         server = ServerProcess(self.tmp / "warden", f"sqlite:///{self.tmp}/warden/state/warden.db", root)
         self.server = server
-        self.configure_warden({"kernel_max_age": 3600})
+        self.configure_warden({"kernel_max_age": 3600, "kernel_max_output_bytes": 300_000})
         server.extra_args = [f"--gateway-url=http://127.0.0.1:{self.eg_port}",
                              f"--GatewayClient.auth_token={self.eg_token}", "--GatewayClient.request_timeout=60"]
         return server
@@ -353,6 +353,12 @@ async def test_round_robin_sandboxed_and_sealed(pool):
     # bob has run on the notebook but not the key: refused on the warden, before the pool.
     reply, outputs = await bob.execute(placeholder)
     assert reply["content"]["status"] == "error"
+
+    # The output cap holds on the warden side for a pool kernel as for a local one.
+    reply, outputs = await sam.execute("for i in range(10): print('y' * 100_000, flush=True)")
+    assert reply["content"]["status"] == "ok"
+    assert stdout(outputs).count("y" * 100_000) < 10
+    assert any("Output cut" in m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
 
     # A client-chosen user name in the header changes nothing; bob can't reach sam's kernel.
     reply, outputs = await bob.execute("import getpass; print(os.getuid())", username="sam")
