@@ -530,6 +530,8 @@ class Warden(ExtensionApp):
         if problem is not None:
             self._refuse(f"c.Warden.sandbox is 'bubblewrap' but {problem}")
         sandboxing.install_factory(serverapp)
+        # The idle culler's shutdowns are told apart from the user's, to explain them.
+        serverapp.kernel_manager_class = sandboxing.culling_kernel_manager(serverapp.kernel_manager_class)
 
     def initialize_settings(self):
         try:
