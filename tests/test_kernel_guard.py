@@ -86,7 +86,7 @@ class Client:
             channel, parts = deserialize_msg_from_ws_v1(raw)
             header, parent, _meta, content = (json.loads(p) for p in parts[:4])
             return {"channel": channel, "header": header, "parent_header": parent, "content": content,
-                    "msg_type": header["msg_type"]}
+                    "msg_type": header["msg_type"], "buffers": [bytes(b) for b in parts[4:]]}
         msg = deserialize_binary_message(raw) if isinstance(raw, bytes) else json.loads(raw)
         msg["msg_type"] = msg["header"]["msg_type"]
         return msg

@@ -722,7 +722,7 @@ class GuardedZMQChannelsConnection(KernelChannelGuard, ZMQChannelsWebsocketConne
             return
         if message.changed:  # re-signed: the JSON protocol checks the kernel's signature
             outgoing_msg = [*idents, DELIM, self.session.sign(message.parts[:4]), *message.parts]
-        outgoing_msg = self.masking.zmq(self, channel, outgoing_msg)  # secrets/masking.py
+        outgoing_msg = self.masking.zmq(self, channel, outgoing_msg, idents, message)  # secrets/masking.py
         if outgoing_msg is not None:
             super().handle_outgoing_message(stream, outgoing_msg)
 
