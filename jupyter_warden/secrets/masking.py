@@ -76,7 +76,7 @@ def _byte_spellings(form: str) -> set[str]:
 class _Automata:
     """What one set of forms compiles to; replaced whole when a value is added."""
 
-    __slots__ = ("text", "raw", "longest", "prefix_ends")
+    __slots__ = ("text", "raw", "longest", "prefix_ends", "starts", "chars")
 
     def __init__(self, forms: set[str]):
         self.text = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)
@@ -94,6 +94,8 @@ class _Automata:
         # The characters that can end a form's proper prefix: a text ending in any
         # other character can't be holding the start of a value.
         self.prefix_ends = frozenset(c for f in forms for c in f[:-1])
+        self.starts = frozenset(f[0] for f in forms if f)  # where a held-back start can begin
+        self.chars = frozenset(c for f in forms for c in f)  # what a held-back start is made of
 
 
 class Masker:
@@ -162,9 +164,15 @@ class Masker:
             return 0
         spans = self.spans(text) if spans is None else spans
         after = spans[-1][1] if spans else 0
-        for k in range(min(automata.longest - 1, len(text) - after), 0, -1):
-            if automata.text.match(text[-k:]):
-                return k
+        # Only the tail made of characters that occur in forms can start one
+        # (ordinary text: the last word at most).
+        first, at, chars = max(after, len(text) - automata.longest + 1), len(text), automata.chars
+        while at > first and text[at - 1] in chars:
+            at -= 1
+        starts = automata.starts
+        for at in range(at, len(text)):  # the longest held-back start first
+            if text[at] in starts and automata.text.match(text[at:]):
+                return len(text) - at
         return 0
 
     def in_bytes(self, data: bytes) -> bool:
