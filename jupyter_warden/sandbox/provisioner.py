@@ -171,9 +171,8 @@ class SandboxProvisioner(LocalProvisioner):
         asyncio.ensure_future(kernel_manager.shutdown_kernel(self.kernel_id, now=True))
 
     async def shutdown_requested(self, restart: bool = False) -> None:
-        if not restart and _CULLING.get() == self.kernel_id:
-            self.stop_reason = self.stop_reason or "idle"
-            self.stop_detail = f"idle for over {self._idle_timeout():g} s"
+        if not restart and _CULLING.get() == self.kernel_id and self.stop_reason is None:
+            self.stop_reason, self.stop_detail = "idle", f"idle for over {self._idle_timeout():g} s"
         self.stop_reason = self.stop_reason or ("restart" if restart else "shutdown")
         await super().shutdown_requested(restart=restart)
 
@@ -214,7 +213,10 @@ class SandboxProvisioner(LocalProvisioner):
     def _idle_timeout(self) -> float:
         """The idle timeout the culler applies to this kernel (its kernel spec may set its own)."""
         metadata = getattr(self.kernel_spec, "metadata", None) or {}
-        return float(metadata.get("cull_idle_timeout", getattr(self._kernel_manager, "cull_idle_timeout", 0)))
+        try:
+            return float(metadata.get("cull_idle_timeout", getattr(self._kernel_manager, "cull_idle_timeout", 0)))
+        except (TypeError, ValueError):
+            return 0.0
 
     def _tell_why(self, warden, cause: str, code: int | None) -> None:
         """Put the reason where the user looks: the running cell, the kernel model, the exit endpoint.
