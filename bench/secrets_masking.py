@@ -113,7 +113,8 @@ def in_process(secrets: int, messages: int = 20000, repeats: int = 5) -> None:
             "comm_msg", {"comm_id": "c", "data": {"buffer_paths": [["x"]]}}, parent=parent),
     }
     buffer = os.urandom(64 * 1024)
-    print(f"\nThe masking step alone, in process: µs per message, median of {repeats} passes of {messages:,}")
+    # The best pass: other jobs on a shared machine only ever add time.
+    print(f"\nThe masking step alone, in process: µs per message, best of {repeats} passes of {messages:,}")
     print(f"{'message':<26} {'no secrets':>11} {f'{secrets:,} secrets':>14}")
     for name, make in kinds.items():
         count = messages if "buffer" not in name else messages // 10
@@ -137,7 +138,7 @@ def in_process(secrets: int, messages: int = 20000, repeats: int = 5) -> None:
                                 OutgoingMessage("iopub", session, parts=fed[1:]))
                 return (time.perf_counter() - start) / len(wire) * 1e6
 
-            row.append(statistics.median(one_pass() for _ in range(repeats)))
+            row.append(min(one_pass() for _ in range(repeats)))
         print(f"{name:<26} {row[0]:>11.1f} {row[1]:>14.1f}")
     print("(each includes finding the frames' parts, about what the guard does anyway)")
 

@@ -417,7 +417,9 @@ class Warden(ExtensionApp):
     kernel_idle_timeout = Float(
         4 * 3600,
         help="""Seconds a kernel may stay idle before it is shut down (sets
-        MappingKernelManager.cull_idle_timeout unless that is set); 0 for never.""",
+        MappingKernelManager.cull_idle_timeout unless that is set); 0 for never. A
+        sandboxed kernel culled so is audited as kernel.exit with cause idle, and
+        its clients are told why.""",
     ).tag(config=True)
 
     kernel_max_age = Float(
