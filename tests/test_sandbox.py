@@ -255,6 +255,15 @@ finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
 """
+OPEN_FILES = """
+files = []
+try:
+    while True:
+        files.append(open("/dev/null"))
+finally:
+    for f in files:
+        f.close()
+"""
 THREAD_BOMB = """
 import threading
 release = threading.Event()
@@ -306,7 +315,9 @@ async def test_the_user_is_told_which_memory_or_file_limit_failed_their_code(jp_
                                 "files of at most 16 MiB"),
                                (FORK_BOMB, "BlockingIOError", "at most 64 processes and threads together "
                                                               "(c.Warden.kernel_process_limit)"),
-                               (THREAD_BOMB, "RuntimeError", "at most 64 processes and threads together")):
+                               (THREAD_BOMB, "RuntimeError", "at most 64 processes and threads together"),
+                               (OPEN_FILES, "OSError", "at most 1024 files open per process "
+                                                       "(c.Warden.kernel_open_files_limit)")):
         reply, outputs = await alice.execute(code)
         assert reply["content"]["status"] == "error" and reply["content"]["ename"] == ename, reply["content"]
         notes = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"]
