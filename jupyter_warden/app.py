@@ -418,7 +418,9 @@ class Warden(ExtensionApp):
     kernel_idle_timeout = Float(
         4 * 3600,
         help="""Seconds a kernel may stay idle before it is shut down (sets
-        MappingKernelManager.cull_idle_timeout unless that is set); 0 for never.""",
+        MappingKernelManager.cull_idle_timeout unless that is set); 0 for never. A
+        sandboxed kernel culled so is audited as kernel.exit with cause idle, and
+        its clients are told why.""",
     ).tag(config=True)
 
     kernel_max_age = Float(
@@ -548,6 +550,8 @@ class Warden(ExtensionApp):
         if problem is not None:
             self._refuse(f"c.Warden.sandbox is 'bubblewrap' but {problem}")
         sandboxing.install_factory(serverapp)
+        # The idle culler's shutdowns are told apart from the user's, to explain them.
+        serverapp.kernel_manager_class = sandboxing.culling_kernel_manager(serverapp.kernel_manager_class)
 
     def initialize_settings(self):
         try:

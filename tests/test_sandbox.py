@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
@@ -20,7 +21,9 @@ from conftest import auth
 from test_enforce_contents import NOTEBOOK
 from test_kernel_guard import Client, connect, start_kernel, stdout  # noqa: F401  (fixture)
 
-from jupyter_warden.sandbox import bubblewrap_problem
+from jupyter_warden.policy.engine import Actor
+from jupyter_warden.sandbox import bubblewrap_problem, watch
+from jupyter_warden.store.models import utcnow
 
 pytestmark = pytest.mark.skipif(bubblewrap_problem() is not None, reason=f"no sandbox: {bubblewrap_problem()}")
 
@@ -236,7 +239,43 @@ print(json.dumps({{
     refused(results)
 
 
-async def notice_in_cell(client: Client, msg_id: str, words: str, timeout: float = 30) -> str:
+# Fork (or start threads) until the process limit refuses, letting the error through; then clean up.
+FORK_BOMB = """
+import os, signal, time
+children = []
+try:
+    for _ in range(500):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        children.append(pid)
+finally:
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+"""
+OPEN_FILES = """
+files = []
+try:
+    while True:
+        files.append(open("/dev/null"))
+finally:
+    for f in files:
+        f.close()
+"""
+THREAD_BOMB = """
+import threading
+release = threading.Event()
+try:
+    for _ in range(500):
+        threading.Thread(target=release.wait, daemon=True).start()
+finally:
+    release.set()
+"""
+
+
+async def notice_in_cell(client: Client, msg_id: str | None, words: str, timeout: float = 30) -> str:
     """The warden's stderr notice sent into the running cell ``msg_id`` (as JupyterLab would show it)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -249,6 +288,20 @@ async def notice_in_cell(client: Client, msg_id: str, words: str, timeout: float
             return text
 
 
+async def until_closed(client: Client, timeout: float = 30):
+    """(every message until the server closes the socket, the close code, the close reason)."""
+    seen, deadline = [], time.monotonic() + timeout
+    while True:
+        msg = await client.recv(max(0.1, deadline - time.monotonic()))
+        if msg is None:
+            return seen, client.ws.close_code, client.ws.close_reason
+        seen.append(msg)
+
+
+def states(messages) -> list[str]:
+    return [m["content"]["execution_state"] for m in messages if m["msg_type"] == "status"]
+
+
 async def exit_of(jp_fetch, kernel, token):
     response = await jp_fetch("api", "warden", "kernels", kernel, "exit", headers=auth(token), raise_error=False)
     return response.code, json.loads(response.body) if response.code == 200 else None
@@ -259,11 +312,28 @@ async def test_the_user_is_told_which_memory_or_file_limit_failed_their_code(jp_
     alice = await connect(await start_kernel(jp_fetch, people["alice"]), people["alice"])
     for code, ename, words in (("x = bytearray(10 * 1024**3)", "MemoryError", "at most 2 GiB of memory"),
                                ("open('/tmp/big', 'wb').write(b'x' * 32 * 1024**2)", "OSError",
-                                "files of at most 16 MiB")):
+                                "files of at most 16 MiB"),
+                               (FORK_BOMB, "BlockingIOError", "at most 64 processes and threads together "
+                                                              "(c.Warden.kernel_process_limit)"),
+                               (THREAD_BOMB, "RuntimeError", "at most 64 processes and threads together"),
+                               (OPEN_FILES, "OSError", "at most 1024 files open per process "
+                                                       "(c.Warden.kernel_open_files_limit)")):
         reply, outputs = await alice.execute(code)
-        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == ename
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == ename, reply["content"]
         notes = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"]
-        assert len(notes) == 1 and words in notes[0], notes
+        assert len(notes) == 1 and words in notes[0] and notes[0].startswith("[jupyter-warden]"), (notes, reply["content"])
+    # A shell's own words for a refused fork, in stderr, get the note too (once per cell).
+    reply, outputs = await alice.execute(
+        "import sys\nfor _ in range(3): print('bash: fork: retry: Resource temporarily unavailable', "
+        "file=sys.stderr, flush=True)")
+    notes = [m["content"]["text"] for m in outputs if m["content"].get("text", "").startswith("[jupyter-warden]")]
+    assert len(notes) == 1 and "at most 64 processes" in notes[0], notes
+    # Where the traceback shows the fork, the note says so for certain.
+    reply, outputs = await alice.execute("import subprocess\n" + FORK_BOMB.replace(
+        "pid = os.fork()", "pid = subprocess.Popen(['/bin/sleep', '30']).pid"))
+    assert reply["content"]["ename"] == "BlockingIOError", reply["content"]
+    notes = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"]
+    assert len(notes) == 1 and notes[0].startswith("[jupyter-warden] A new process or thread was refused"), notes
     assert await run(alice, "print(6 * 7)") == 42  # the kernel lives on
     assert await run(bystander, "print(6 * 7)") == 42  # and so does everyone else's
     await healthy(jp_fetch, people["bob"])
@@ -297,6 +367,11 @@ async def test_a_kernel_over_its_cpu_or_age_limit_is_stopped_and_told(jp_fetch, 
     bob = await connect(old, people["bob"])
     sleeping = await bob.send("shell", "execute_request", {"code": "import time; time.sleep(3600)", "silent": False})
     text = (await notice_in_cell(bob, sleeping, "maximum kernel age of 1.5 s")).strip()
+    # Then a "dead" status, and the websocket closes normally (no reconnecting) saying why.
+    seen, close_code, close_reason = await until_closed(bob)
+    assert "dead" in states(seen)
+    assert close_code == 1000
+    assert close_reason == "The kernel was stopped: it reached the maximum kernel age of 1.5 s (c.Warden.kernel_max_age)"
     deadline = time.monotonic() + 15
     while old in warden.serverapp.kernel_manager:
         assert time.monotonic() < deadline, "the kernel outlived its maximum age"
@@ -307,6 +382,67 @@ async def test_a_kernel_over_its_cpu_or_age_limit_is_stopped_and_told(jp_fetch, 
     assert code == 200 and end["cause"] == "max-age" and end["message"] == text
     await healthy(jp_fetch, people["bob"])
     assert await run(bystander, "print(6 * 7)") == 42
+
+
+async def test_an_idle_kernel_is_culled_and_its_users_told_why(jp_fetch, connect, warden, people):
+    kernel_manager = warden.serverapp.kernel_manager
+    kernel_manager.cull_interval, kernel_manager.cull_connected = 1, True  # read when the culler starts
+    bob_kernel = await start_kernel(jp_fetch, people["bob"], path="private/secret.ipynb")
+    bystander = await connect(bob_kernel, people["bob"])
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect(kernel, people["alice"])
+    assert await run(alice, "print(6 * 7)") == 42
+    # bob keeps his kernel busy; alice's goes idle past a 1 s timeout (the culler reads it every time).
+    busy = await bystander.send("shell", "execute_request", {"code": "import time; time.sleep(3600)", "silent": False})
+    while True:
+        msg = await bystander.recv()
+        if msg["msg_type"] == "status" and msg["parent_header"].get("msg_id") == busy \
+                and msg["content"]["execution_state"] == "busy":
+            break
+    kernel_manager.cull_idle_timeout = 1
+    text = (await notice_in_cell(alice, None, "idle for longer than the idle timeout of 1 s")).strip()
+    assert "It was shut down; start a new kernel to go on." in text
+    seen, close_code, close_reason = await until_closed(alice)
+    assert "dead" in states(seen) and close_code == 1000
+    assert close_reason.startswith("The kernel was stopped: it was idle for longer than the idle timeout of 1 s")
+    exits = [r for r in records(warden, "kernel.exit") if r.details["kernel_id"] == kernel]
+    assert [r.reason for r in exits] == ["idle"] and exits[0].details["detail"] == "idle for over 1 s"
+    code, end = await exit_of(jp_fetch, kernel, people["alice"])
+    assert code == 200 and end["cause"] == "idle" and end["message"] == text
+    # A kernel the user shuts down is not explained: it ended as asked.
+    kernel_manager.cull_idle_timeout = 3600
+    other = await start_kernel(jp_fetch, people["alice"], path="course/other.ipynb")
+    assert await run(await connect(other, people["alice"]), "print(1)") == 1
+    assert (await jp_fetch("api", "kernels", other, method="DELETE", headers=auth(people["alice"]))).code == 204
+    assert [r.reason for r in records(warden, "kernel.exit") if r.details["kernel_id"] == other] == ["shutdown"]
+    assert (await exit_of(jp_fetch, other, people["alice"]))[0] == 404
+    await healthy(jp_fetch, people["bob"])
+    assert bob_kernel in kernel_manager  # busy: never culled
+
+
+async def test_a_right_below_a_mount_that_ends_by_its_window_stops_the_kernel_at_the_end(
+        jp_fetch, connect, warden, people, monkeypatch):
+    """A time window's end is followed at its boundary, not at the next full check of every path."""
+    monkeypatch.setattr(watch, "FULL_CHECK_INTERVAL", 3600.0)  # no backstop: only the window's timer
+    kernel = await start_kernel(jp_fetch, people["bob"])
+    bob = await connect(kernel, people["bob"])
+    assert await run(bob, "import os, json; print(json.dumps(os.listdir('hidden')))") == ["answers.txt"]
+    # course/hidden, readable like course (so not a mount of its own), stays so for bob for a
+    # few seconds only: his own grant there ends, and everyone's `none` beside it remains.
+    ends = utcnow() + dt.timedelta(seconds=3)
+    warden.policy.grant("course/hidden", "user:bob", "read", not_after=ends)
+    warden.policy.grant("course/hidden", "authenticated", "none")
+    actor = Actor.for_account(warden.accounts.get_user("bob"))
+    assert warden.engine.check(actor, "read", "course/hidden").allowed
+    sleeping = await bob.send("shell", "execute_request", {"code": "import time; time.sleep(3600)", "silent": False})
+    text = await notice_in_cell(bob, sleeping, "bob may no longer read 'course/hidden'", timeout=60)
+    assert utcnow() >= ends  # not before the window ended
+    assert "shut down" in text
+    seen, close_code, _ = await until_closed(bob)
+    assert close_code == 1000 and "dead" in states(seen)
+    exit_record = [r for r in records(warden, "kernel.exit") if r.details["kernel_id"] == kernel][0]
+    assert exit_record.reason == "access-lost"
+    assert exit_record.details["detail"] == "bob may no longer read 'course/hidden'"
 
 
 async def test_a_kernel_whose_user_lost_a_right_on_its_mounts_is_stopped(jp_fetch, connect, warden, make_user,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from types import SimpleNamespace
 from urllib.parse import quote, quote_plus
 
 from conftest import database_contents
@@ -77,6 +78,72 @@ def test_masker_forms_and_split_streams():
     assert streams.flush() == [(parent, {"name": "stdout", "text": VALUE[:3]})]
     notebook = {"cells": [{"outputs": [{"text": VALUE}]}, {"source": VALUE}]}
     assert mask_notebook(notebook, masker)["cells"][0]["outputs"][0]["text"] == MASK
+
+
+def test_the_raw_pass_lets_through_only_what_holds_no_value():
+    """Messages are judged on their raw bytes first; whatever a parser reads from them, masked."""
+    from jupyter_client.session import Session
+
+    from jupyter_warden.enforce.kernel_channels import OutgoingMessage
+    from jupyter_warden.secrets.masking import OutputMasking
+
+    value = 'q"uo\\te\tnew-liné ✓'  # a quote, a backslash, a tab, non-ASCII: escaped in JSON
+    masker = Masker()
+    masker.add(value)
+    session = Session(key=b"k")
+    sent = []
+    connection = SimpleNamespace(session=session, _to_client=lambda channel, msg: sent.append(msg),
+                                 _audit=lambda *a, **k: None, _notice=lambda *a, **k: None)
+    masking = OutputMasking(SimpleNamespace(masker_for=lambda kernel_id: masker), "k")
+    parent = session.msg("execute_request", {"code": ""})["header"]
+
+    def through(msg_type, content=None, raw=None, channel="iopub"):
+        msg = session.msg(msg_type, content or {}, parent=parent)
+        wire = [b"topic", *session.serialize(msg)]
+        if raw is not None:  # another packer's spelling of the same JSON
+            wire[6] = raw
+            wire[2] = session.sign(wire[3:7])
+        idents, fed = session.feed_identities(wire)
+        out = masking.zmq(connection, channel, wire, idents, OutgoingMessage(channel, session, parts=fed[1:]))
+        return wire, out
+
+    plain = json.dumps(value)[1:-1]  # every character escaped: \u0022, \u00e9 ...
+    escaped_every_way = json.dumps({"name": "stdout", "text": f"a {value} b\n"}, ensure_ascii=True)
+    for msg_type, content, raw in (
+        ("stream", {"name": "stdout", "text": f"pw {value}!\n"}, None),
+        ("display_data", {"data": {"text/html": f"<b>{value}</b>"}, "metadata": {}}, None),
+        ("display_data", {"data": {value: "as a key"}, "metadata": {}}, None),
+        ("stream", None, escaped_every_way.encode()),
+        ("execute_result", None, ('{"data": {"text/plain": "' + plain.replace("/", "\\/") + '"}}').encode()),
+        ("stream", None, ('{"name": "stdout", "text": "' + "".join(f"\\u{ord(c):04x}" for c in value)
+                          + '\\n"}').encode()),
+    ):
+        wire, out = through(msg_type, content, raw)
+        assert out is not wire, (msg_type, raw)
+        texts = strings(session.unpack(out[6]))
+        assert not [t for t in texts if value in t] and [t for t in texts if MASK in t], texts
+        assert out[2] == session.sign(out[3:7])  # signed again
+    # Nothing to hide: the very same message goes on, not decoded, not signed again.
+    for content in ({"name": "stdout", "text": "12\n"}, {"execution_state": "busy"}):
+        wire, out = through("stream" if "name" in content else "status", content)
+        assert out is wire
+    # A stream ending with a value's start is held back, then joined to its rest.
+    _, first = through("stream", {"name": "stdout", "text": "pw " + value[:4]})
+    assert session.unpack(first[6])["text"] == "pw "
+    _, second = through("stream", {"name": "stdout", "text": value[4:] + "\n"})
+    assert session.unpack(second[6])["text"] == MASK + "\n"
+    assert not sent
+
+
+def strings(value) -> list[str]:
+    """Every string in decoded JSON, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [*value, *(s for v in value.values() for s in strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return []
 
 
 def test_masking_a_thousand_secrets_is_one_pass():

@@ -269,3 +269,68 @@ async def test_a_restarted_kernel_gets_a_fresh_token_and_still_reads(jp_fetch, c
     assert (await call("api", "kernels", kernel, method="DELETE")).code == 204
     await asyncio.sleep(0.5)
     assert kernel not in warden.vault_channels._channels and not path.exists()
+
+
+async def test_buffers_of_comm_messages_are_masked_or_removed(jp_fetch, connect, warden, people):
+    """A widget's (comm's) binary buffers: text masked; binary holding a value replaced, audited, told."""
+    kernel = await start_kernel(jp_fetch, people["alice"], "alice/nb.ipynb")
+    clients = {"json": await connect(kernel, people["alice"]), "v1": await connect(kernel, people["alice"], "v1")}
+    code = '''
+import base64
+from comm import create_comm
+from jupyter_warden import secrets
+v = secrets.get("DB_PASSWORD").encode()
+c = create_comm(target_name="warden-test", data={"n": 1}, buffers=[b"opened"])
+c.send(data={"buffer_paths": [["a"], ["b"], ["c"], ["d"]]}, buffers=[
+    b"text " + v,                                   # UTF-8 text: masked in place
+    b"\\xff\\xfe" + v + b"\\x00",                      # binary holding the value: removed
+    b"\\x80" + base64.b64encode(v) + b"\\x81",         # binary holding its base64: removed
+    bytes(range(256)),                               # binary without it: untouched
+])
+print("sent")
+'''
+    msg_id = await clients["json"].send("shell", "execute_request", {
+        "code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False,
+        "stop_on_error": True})
+    for name, client in clients.items():
+        reply, outputs = await client.reply_to(msg_id, "execute_reply") if name == "json" else \
+            (None, await iopub_of(client, msg_id))
+        if reply is not None:
+            assert reply["content"]["status"] == "ok", reply["content"]
+        opened = [m for m in outputs if m["msg_type"] == "comm_open"]
+        sent = [m for m in outputs if m["msg_type"] == "comm_msg"]
+        assert len(opened) == 1 and [bytes(b) for b in opened[0]["buffers"]] == [b"opened"], name
+        assert len(sent) == 1, name
+        buffers = [bytes(b) for b in sent[0]["buffers"]]
+        assert buffers == [b"text [secret]", b"", b"", bytes(range(256))], (name, buffers)
+        assert sent[0]["content"]["data"]["buffer_paths"] == [["a"], ["b"], ["c"], ["d"]]
+        notes = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"
+                 and m["content"]["text"].startswith("[jupyter-warden]")]
+        assert notes == ["[jupyter-warden] 2 binary buffer(s) of a comm_msg message held a secret value handed "
+                         "to this kernel and were not sent (see docs/secrets.md).\n"], (name, notes)
+        assert "sent\n" in stdout(outputs)
+    removed = [r for r in warden.audit.query() if r.action == "secret.buffer_removed"]
+    assert removed and removed[0].actor == "alice" and removed[0].details["kernel"] == kernel
+    assert removed[0].details["buffers"] == [1, 2] and removed[0].details["msg_type"] == "comm_msg"
+    assert VALUE not in everything_logged(warden)
+
+    # A kernel handed no value sends its buffers as they are.
+    bob_kernel = await start_kernel(jp_fetch, people["bob"], "bob/nb.ipynb")
+    bob = await connect(bob_kernel, people["bob"], "v1")
+    reply, outputs = await bob.execute(
+        f'from comm import create_comm\ncreate_comm(target_name="t", data={{}}, buffers=[{VALUE.encode()!r}])')
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert [m["buffers"] for m in outputs if m["msg_type"] == "comm_open"] == [[VALUE.encode()]]
+
+
+async def iopub_of(client, msg_id, timeout=60):
+    """The IOPub messages of one execution, up to its idle status."""
+    outputs, deadline = [], asyncio.get_running_loop().time() + timeout
+    while True:
+        msg = await client.recv(max(0.1, deadline - asyncio.get_running_loop().time()))
+        assert msg is not None, "the socket closed"
+        if msg["parent_header"].get("msg_id") != msg_id or msg["channel"] != "iopub":
+            continue
+        outputs.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return outputs

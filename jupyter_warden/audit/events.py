@@ -23,7 +23,8 @@ AUDIT_EVENTS: dict[str, str] = {
     # kernel channels (docs/kernels.md)
     "kernel.connect": "A kernel websocket was opened (allow) or refused before the upgrade (deny).",
     "kernel.disconnect": "The warden closed an open kernel websocket: its user lost run, the share or the "
-                         "sign-in, or its client stopped reading.",
+                         "sign-in, or its client stopped reading (deny); or its kernel was stopped for "
+                         "good, by max age, idle cull or lost access (allow, with why).",
     "kernel.message": "A kernel message needing more than run was let through, or any message was refused "
                       "or dropped (not allowed, unknown, malformed, oversized, over the rate limit); "
                       "at most one drop record a second per connection.",
@@ -50,7 +51,8 @@ AUDIT_EVENTS: dict[str, str] = {
     "kernel.lost": "A pool kernel was lost (the gateway restarted it on its own, or gave it up: its host "
                    "stopped answering); its users were told to restart it (docs/pool.md).",
     "kernel.exit": "A sandboxed kernel's process ended: its exit code and cause (shutdown, restart, "
-                   "max-age, cpu-limit, file-size-limit, killed, crashed, exited).",
+                   "max-age, idle, access-lost, cpu-limit, file-size-limit, killed, crashed, terminated, "
+                   "exited).",
     # the secrets vault (docs/secrets.md); values are never recorded
     "secret.set": "A secret was created or its value replaced (its name and owner; never the value).",
     "secret.grant": "A secret was granted to a user or group.",
@@ -58,6 +60,9 @@ AUDIT_EVENTS: dict[str, str] = {
     "secret.remove": "A secret was deleted from the vault.",
     "secret.read": "A kernel asked for a secret: who, which kernel, which notebook, which secret; "
                    "allowed, or denied with why.",
+    "secret.buffer_removed": "A binary buffer of a kernel's message (a widget's, a comm's) held a value "
+                             "handed to that kernel and was replaced by an empty one (never the value); "
+                             "at most one record a second per connection.",
     # policy changes
     "grant.create": "A grant was made or changed.",
     "grant.revoke": "A grant was taken back.",

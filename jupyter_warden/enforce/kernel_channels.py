@@ -32,7 +32,7 @@ from tornado.websocket import WebSocketClosedError
 from ..audit.log import DropRecords
 from ..policy.engine import Actor
 from ..policy.paths import BadPath
-from ..sandbox.notices import error_hint
+from ..sandbox.notices import FORK_REFUSED, close_reason, error_hint, process_hint
 from ..secrets.masking import OutputMasking
 from ..store import StoreUnavailable
 from ..store.models import utcnow
@@ -40,6 +40,9 @@ from .kernel_shares import may_use_kernel, owner_of
 
 V1 = "v1.kernel.websocket.jupyter.org"
 POLICY_VIOLATION = 1008  # RFC 6455: the websocket close code for "refused by policy"
+# A kernel stopped for good (max age, idle, access lost): a normal closure, so
+# JupyterLab marks the connection closed instead of reconnecting to nothing.
+KERNEL_STOPPED = 1000
 
 # What a message from the client needs, by (channel, msg_type). Anything not
 # here (an unknown type, or a known one on the wrong channel) is dropped.
@@ -240,6 +243,7 @@ class KernelChannelGuard:
         self._identity_checked = time.monotonic()
         self._parent_ids: dict[bytes, str] = {}
         self._unsent, self._unsent_parent = 0, None  # output dropped for a client that didn't read
+        self._ended: str | None = None  # why the kernel was stopped for good, once it was
         # Read once per connection: the outgoing path runs thousands of times a second.
         self._max_message_bytes = self.warden.kernel_max_message_bytes
         self._max_output_bytes = self.warden.kernel_max_output_bytes
@@ -277,6 +281,8 @@ class KernelChannelGuard:
         """Close this connection if its user may no longer use the kernel."""
         if self.closing:
             return
+        if self._ended is not None and self.kernel_id not in self.multi_kernel_manager:
+            return self._close_stopped()
         try:
             now = time.monotonic()
             if now - self._identity_checked >= self.warden.kernel_identity_recheck_interval:
@@ -464,11 +470,8 @@ class KernelChannelGuard:
             return None
         size = message.size
         # A cheap look at the raw header first: only a header holding b"error" can be an error.
-        raw_header = message.parts[0] if message.parts is not None else None
-        if (self.warden.sandbox_runner is not None
-                and (not isinstance(raw_header, bytes) or b"error" in raw_header)
-                and isinstance(message.header, dict) and message.header.get("msg_type") == "error"):
-            self._explain_error(message.content, message.parent)
+        if self.warden.sandbox_runner is not None:
+            self._explain_limit(message)
         parent_id = self._parent_id(message)
         execution = self._remember(parent_id) if parent_id else None
         if execution is not None and execution.get("cut"):
@@ -528,26 +531,61 @@ class KernelChannelGuard:
         self._audit("kernel.execute_reply", outcome,
                     details={"msg_id": msg_id, "sha256": known.get("sha256")})
 
-    def _explain_error(self, content, parent: dict) -> None:
-        """An error a sandbox limit caused (MemoryError, EFBIG...) gets a note naming the limit."""
-        if not isinstance(content, dict):
-            return
-        ename, evalue = content.get("ename"), content.get("evalue")
-        if isinstance(ename, str) and isinstance(evalue, str):
-            hint = error_hint(ename, evalue, self.warden.sandbox_runner.limits)
-            if hint:
-                self._notice(hint, parent)
+    def _explain_limit(self, message: OutgoingMessage) -> None:
+        """Output that a sandbox limit caused gets a note naming the limit and its setting.
 
-    def kernel_ended(self, message: str) -> None:
-        """Tell this client why its kernel died: in each running cell, or once if none runs."""
+        An error (MemoryError, EFBIG, EMFILE, a refused fork or thread) and, once
+        per execution, stderr where a shell or library says its fork was refused.
+        Cheap looks at the raw parts first: this runs on every IOPub message.
+        """
+        raw_header = message.parts[0] if message.parts is not None else None
+        raw_content = message.parts[3] if message.parts is not None else None
+        limits = self.warden.sandbox_runner.limits
+        if not isinstance(raw_header, bytes) or b"error" in raw_header:
+            header, content = message.header, message.content
+            if not (isinstance(header, dict) and header.get("msg_type") == "error" and isinstance(content, dict)):
+                return
+            ename, evalue = content.get("ename"), content.get("evalue")
+            if isinstance(ename, str) and isinstance(evalue, str):
+                hint = error_hint(ename, evalue, limits, content.get("traceback"))
+                if hint:
+                    self._notice(hint, message.parent)
+        elif (limits.processes and isinstance(raw_content, bytes) and FORK_REFUSED in raw_content
+                and b"fork" in raw_content and isinstance(message.header, dict)
+                and message.header.get("msg_type") == "stream"):
+            parent_id = self._parent_id(message)
+            execution = self._remember(parent_id) if parent_id else {}
+            if not execution.get("told_processes"):
+                execution["told_processes"] = True
+                self._notice(process_hint(limits), message.parent)
+
+    def kernel_ended(self, message: str, stopped: bool = False) -> None:
+        """Tell this client why its kernel died: in each running cell, or once if none runs.
+
+        ``stopped``: the kernel was shut down for good (not restarted). The client
+        also gets a "dead" status, and its websocket is closed with the reason
+        once the kernel is gone from the kernel manager (``recheck``).
+        """
         if self.closing:
             return
         running = [e["header"] for e in self._executions.values() if "header" in e and not e.get("replied")]
         try:
             for parent in running or [{}]:
                 self._notice(message, parent)
+            if stopped:
+                self._ended = message
+                dead = self.session.msg("status", {"execution_state": "dead"}, parent=(running or [{}])[0])
+                self._to_client("iopub", dead)
         except Exception as e:  # the websocket may be closing too
             self.log.debug("kernel %s: the end notice was not sent: %s", self.kernel_id, e)
+
+    def _close_stopped(self) -> None:
+        """Close this websocket of a kernel that was stopped for good, with why."""
+        self.closing = True
+        self.warden.kernel_connections.discard(self)
+        reason = close_reason(self._ended)
+        self._audit("kernel.disconnect", "allow", reason=reason)
+        self.websocket_handler.close(KERNEL_STOPPED, reason)
 
     def _to_client(self, channel: str, msg: dict) -> None:
         """Send a message the guard made (a notice, an error reply), within the send buffer bound."""
@@ -701,7 +739,7 @@ class GuardedZMQChannelsConnection(KernelChannelGuard, ZMQChannelsWebsocketConne
             return
         if message.changed:  # re-signed: the JSON protocol checks the kernel's signature
             outgoing_msg = [*idents, DELIM, self.session.sign(message.parts[:4]), *message.parts]
-        outgoing_msg = self.masking.zmq(self, channel, outgoing_msg)  # secrets/masking.py
+        outgoing_msg = self.masking.zmq(self, channel, outgoing_msg, idents, message)  # secrets/masking.py
         if outgoing_msg is not None:
             super().handle_outgoing_message(stream, outgoing_msg)
 
@@ -793,11 +831,11 @@ class KernelConnections:
                     connection.log.exception("kernel connection recheck failed; closing it")
                     connection.close_for("access can't be checked right now")
 
-    def kernel_ended(self, kernel_id: str, message: str) -> None:
+    def kernel_ended(self, kernel_id: str, message: str, stopped: bool = False) -> None:
         """A kernel died or was stopped for a limit: every client on it is told why."""
         for connection in list(self._open):
             if connection.kernel_id == kernel_id:
-                connection.kernel_ended(message)
+                connection.kernel_ended(message, stopped)
 
     def stop(self) -> None:
         if self._timer is not None:

@@ -169,18 +169,29 @@ class PolicyEngine:
         path = normalize_path(path)
         if actor.admin:
             return Effective(frozenset(LEVELS["manage"]), f"{actor.name} is a server admin")
+        return self._entry(actor, path).effective
+
+    def next_change(self, actor: Actor, path: str) -> dt.datetime | None:
+        """When the answer for ``actor`` on ``path`` next changes by itself: the nearest start or
+        end of a time window among the grants that bear on it; None if none lies ahead.
+        (A change to the policy changes the answers too; ``version`` tells of those.)"""
+        if actor.admin:
+            return None
+        return self._entry(actor, normalize_path(path)).valid_until
+
+    def _entry(self, actor: Actor, path: str) -> _Entry:
         self._poll_version()
         key = (actor.subjects_key, path)
         now = utcnow()
         entry = self._cache.get(key)
         if entry is not None and (entry.valid_until is None or now < entry.valid_until):
-            return entry.effective
+            return entry
         entry = self._compute(actor, path, now)
         with self._lock:
             if len(self._cache) >= self.max_entries:
                 self._cache.clear()
             self._cache[key] = entry
-        return entry.effective
+        return entry
 
     def version(self) -> int | None:
         """The store's policy version as last polled: it changes with every grant change."""

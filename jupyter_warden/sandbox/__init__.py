@@ -11,7 +11,7 @@ import os
 import subprocess
 
 from .launch import BWRAP, PRLIMIT, SETPRIV, Limits, Sandbox, SandboxRefused
-from .provisioner import SandboxProvisioner, install_factory, uninstall_factory
+from .provisioner import SandboxProvisioner, culling_kernel_manager, install_factory, uninstall_factory
 from .uids import KernelUids
 
 
@@ -63,4 +63,5 @@ def cgroup_v2_problem() -> str | None:
 
 
 __all__ = ["KernelUids", "Limits", "Sandbox", "SandboxProvisioner", "SandboxRefused",
-           "bubblewrap_problem", "cgroup_v2_problem", "install_factory", "uninstall_factory"]
+           "bubblewrap_problem", "cgroup_v2_problem", "culling_kernel_manager", "install_factory",
+           "uninstall_factory"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import re
 import time
 
 PREFIX = "[jupyter-warden] "
@@ -22,7 +23,13 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def exit_message(cause: str, limits, max_age: float, detail: str | None = None) -> str:
+# Ends after which the kernel is gone for good (shut down, not restarted): its
+# clients get a "dead" status and their websockets are closed with the reason.
+STOPPED = ("max-age", "idle", "access-lost")
+
+
+def exit_message(cause: str, limits, max_age: float, detail: str | None = None,
+                 idle_timeout: float | None = None) -> str:
     """The sentence a user reads when their kernel ended of ``cause``."""
     if cause == "cpu-limit":
         why = (f"it used its CPU time limit of {limits.cpu_seconds} s per process "
@@ -37,21 +44,36 @@ def exit_message(cause: str, limits, max_age: float, detail: str | None = None) 
         why = "it was killed (SIGKILL): past its CPU time limit, or by the host running out of memory"
     elif cause == "max-age":
         why = f"it reached the maximum kernel age of {max_age:g} s (c.Warden.kernel_max_age)"
+    elif cause == "idle":
+        after = f" {idle_timeout:g} s" if idle_timeout else ""
+        why = (f"it was idle for longer than the idle timeout of{after} "
+               "(c.Warden.kernel_idle_timeout, or MappingKernelManager.cull_idle_timeout)")
     elif cause == "access-lost":
         why = f"its user lost a right it relies on ({detail})"
     elif cause == "terminated":
         why = "it was terminated (SIGTERM) from outside the notebook"
     else:
         why = f"it {cause}" if cause.startswith("exited") else cause
-    stopped = cause in ("max-age", "access-lost")
-    after = ("It was shut down; start a new kernel to go on." if stopped
+    after = ("It was shut down; start a new kernel to go on." if cause in STOPPED
              else "Jupyter restarts it with a fresh state: variables are lost.")
     return f"{PREFIX}The kernel was stopped: {why}. {after}"
 
 
-def error_hint(ename: str, evalue: str, limits) -> str | None:
+def close_reason(message: str) -> str:
+    """The websocket close reason for an end: its first sentence, within one control frame (123 bytes)."""
+    text = message.removeprefix(PREFIX).split(". ", 1)[0]
+    return text.encode()[:123].decode("utf-8", "ignore")
+
+
+# Where a process or thread is started, in a traceback: the frames of os.fork,
+# subprocess, multiprocessing, posix_spawn.
+_STARTS_PROCESS = ("fork", "spawn", "Popen", "_execute_child")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_hint(ename: str, evalue: str, limits, traceback=None) -> str | None:
     """A note to add below an error that a sandbox limit caused, or None."""
-    if ename == "MemoryError" and limits.memory_bytes:
+    if ename.endswith("MemoryError") and limits.memory_bytes:  # numpy's _ArrayMemoryError too
         return (f"{PREFIX}This kernel may use at most {_size(limits.memory_bytes)} of memory per process "
                 "(c.Warden.kernel_memory_limit); the allocation was refused.")
     if evalue.startswith(f"[Errno {errno.EFBIG}]") and limits.file_bytes:
@@ -60,7 +82,29 @@ def error_hint(ename: str, evalue: str, limits) -> str | None:
     if evalue.startswith(f"[Errno {errno.EMFILE}]") and limits.open_files:
         return (f"{PREFIX}This kernel may hold at most {limits.open_files} files open per process "
                 "(c.Warden.kernel_open_files_limit).")
+    if not limits.processes:
+        return None
+    if ename == "RuntimeError" and "can't start new thread" in evalue:
+        return process_hint(limits)
+    if ename in ("BlockingIOError", "OSError") and evalue.startswith(f"[Errno {errno.EAGAIN}]"):
+        # EAGAIN is also a non-blocking socket's "try again": certain only where the
+        # traceback shows a process being started (IPython may show other lines).
+        lines = traceback if isinstance(traceback, list) else []
+        text = _ANSI.sub("", "\n".join(line for line in lines if isinstance(line, str)))
+        return process_hint(limits, certain=any(marker in text for marker in _STARTS_PROCESS))
     return None
+
+
+def process_hint(limits, certain: bool = True) -> str:
+    what = ("A new process or thread was refused" if certain
+            else "If this error came from starting a process or thread, it was refused")
+    return (f"{PREFIX}{what}: this user's kernels may run at most {limits.processes} processes and "
+            "threads together (c.Warden.kernel_process_limit).")
+
+
+# A shell's or C library's own words when fork fails, in a stream (bash: "fork: retry:
+# Resource temporarily unavailable"); the guard looks for them in stderr output.
+FORK_REFUSED = b"Resource temporarily unavailable"
 
 
 class KernelEnds:

@@ -2,13 +2,15 @@
 
 It forces the ``ipc`` transport into a per-kernel folder bound into the
 sandbox (the network is unshared), records each start and exit in the audit
-log, and stops a kernel that outlives c.Warden.kernel_max_age.
+log, and stops a kernel that outlives c.Warden.kernel_max_age. Every end
+that the user did not ask for is explained to them (``_tell_why``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import shutil
 import sys
@@ -22,12 +24,34 @@ from tornado import web
 from ..policy.engine import Actor
 from ..store import StoreError
 from .launch import Launch, SandboxRefused, exit_cause
-from .notices import exit_message
+from .notices import STOPPED, exit_message
 
 # Ends the user asked for: nothing to explain.
 _REQUESTED = ("shutdown", "restart", "exited")
 
 ENTRY_POINT = "warden-sandbox"
+
+# The kernel the idle culler is shutting down, seen by its provisioner's
+# shutdown_requested (the same task): the end is then "idle", not "shutdown".
+_CULLING: contextvars.ContextVar[str | None] = contextvars.ContextVar("warden_culling", default=None)
+
+
+def culling_kernel_manager(base: type) -> type:
+    """A subclass of the kernel manager whose idle cull tells the kernel's provisioner it was culled."""
+
+    class CullingKernelManager(base):
+        async def cull_kernel_if_idle(self, kernel_id):
+            kernel = self._kernels.get(kernel_id)
+            # A dead kernel is culled too: its end was its death, already explained.
+            idle = kernel is not None and getattr(kernel, "execution_state", None) != "dead"
+            token = _CULLING.set(kernel_id if idle else None)
+            try:
+                return await super().cull_kernel_if_idle(kernel_id)
+            finally:
+                _CULLING.reset(token)
+
+    CullingKernelManager.__name__ = CullingKernelManager.__qualname__ = base.__name__
+    return CullingKernelManager
 
 
 def _requester() -> Actor | None:
@@ -147,6 +171,8 @@ class SandboxProvisioner(LocalProvisioner):
         asyncio.ensure_future(kernel_manager.shutdown_kernel(self.kernel_id, now=True))
 
     async def shutdown_requested(self, restart: bool = False) -> None:
+        if not restart and _CULLING.get() == self.kernel_id and self.stop_reason is None:
+            self.stop_reason, self.stop_detail = "idle", f"idle for over {self._idle_timeout():g} s"
         self.stop_reason = self.stop_reason or ("restart" if restart else "shutdown")
         await super().shutdown_requested(restart=restart)
 
@@ -184,10 +210,23 @@ class SandboxProvisioner(LocalProvisioner):
                 self._tell_why(warden, cause, code)
         self.stop_reason = self.stop_detail = None
 
+    def _idle_timeout(self) -> float:
+        """The idle timeout the culler applies to this kernel (its kernel spec may set its own)."""
+        metadata = getattr(self.kernel_spec, "metadata", None) or {}
+        try:
+            return float(metadata.get("cull_idle_timeout", getattr(self._kernel_manager, "cull_idle_timeout", 0)))
+        except (TypeError, ValueError):
+            return 0.0
+
     def _tell_why(self, warden, cause: str, code: int | None) -> None:
-        """Put the reason where the user looks: the running cell, the kernel model, the exit endpoint."""
+        """Put the reason where the user looks: the running cell, the kernel model, the exit endpoint.
+
+        A kernel stopped for good (``STOPPED``) also gets its clients a "dead"
+        status and a closed websocket saying why (enforce/kernel_channels.py).
+        """
         runner = warden.sandbox_runner
-        message = exit_message(cause, runner.limits, runner.max_age, self.stop_detail)
+        message = exit_message(cause, runner.limits, runner.max_age, self.stop_detail,
+                               idle_timeout=self._idle_timeout())
         km = self.parent
         km.reason = message  # jupyter_server's kernel model shows it as "reason"
         shares = getattr(self._kernel_manager, "warden_shares", None)
@@ -197,7 +236,7 @@ class SandboxProvisioner(LocalProvisioner):
             ends.record(self.kernel_id, self.actor.owner if self.actor else "", users, cause, message, code)
         connections = getattr(warden, "kernel_connections", None)
         if connections is not None:
-            connections.kernel_ended(self.kernel_id, message)
+            connections.kernel_ended(self.kernel_id, message, stopped=cause in STOPPED)
 
     async def cleanup(self, restart: bool = False) -> None:
         await super().cleanup(restart=restart)

@@ -3,24 +3,42 @@
 A kernel's view is made at start. Every c.Warden.kernel_recheck_interval,
 each running kernel's owner is asked again for what its mounts rely on
 (read, and write where bound writable, on each path mounted from the served
-root; run on its notebooks); every path it can reach below them is asked
-again when the policy changes, and every FULL_CHECK_INTERVAL seconds for
-rights that end by their time window (a folder of thousands of files is too
-many to ask four times a second). A kernel whose owner lost a right is shut
-down, with the reason told to its clients and kept for the exit endpoint.
+root; run on its notebooks). Every path it can reach below them (a folder of
+thousands of files is too many to ask four times a second) is asked again
+when the policy or the owner's groups change, and at the next start or end
+of a time window among the grants those answers rest on: a timer is set for
+that moment, as the policy engine's cache expires then. A kernel whose owner
+lost a right is shut down, with the reason told to its clients and kept for
+the exit endpoint.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+from dataclasses import dataclass
 
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from ..enforce.kernel_channels import run_paths
 from ..policy.engine import Actor
 from ..store import StoreError
+from ..store.models import utcnow
 
-FULL_CHECK_INTERVAL = 10.0
+# A backstop only: policy changes, group changes and time windows each start a full check.
+FULL_CHECK_INTERVAL = 60.0
+# The window timer fires this much after the boundary, so that the clocks agree it has passed.
+_WINDOW_MARGIN = 0.01
+
+
+@dataclass(frozen=True)
+class _FullCheck:
+    """The last check of every path of one kernel, and what would make it stale."""
+
+    version: int | None  # the policy version it saw
+    subjects: tuple[str, ...]  # the owner's subjects (user, groups) it saw
+    at: float  # when (monotonic)
+    next_change: dt.datetime | None  # the nearest time-window start or end among its answers
 
 
 class AccessWatch:
@@ -29,9 +47,10 @@ class AccessWatch:
     def __init__(self, warden, interval: float):
         self.warden, self.interval = warden, interval
         self._kernels: dict[str, object] = {}  # kernel id -> its SandboxProvisioner
-        # kernel id -> (policy version, time) of its last check of every path
-        self._checked: dict[str, tuple[int | None, float]] = {}
+        self._checked: dict[str, _FullCheck] = {}  # kernel id -> its last full check
         self._timer: PeriodicCallback | None = None
+        self._window_timer = None  # (IOLoop, its timeout) at the nearest time-window boundary
+        self._window_at: dt.datetime | None = None
 
     def add(self, kernel_id: str, provisioner) -> None:
         self._kernels[kernel_id] = provisioner
@@ -42,9 +61,8 @@ class AccessWatch:
     def discard(self, kernel_id: str) -> None:
         self._kernels.pop(kernel_id, None)
         self._checked.pop(kernel_id, None)
-        if not self._kernels and self._timer is not None:
-            self._timer.stop()
-            self._timer = None
+        if not self._kernels:
+            self.stop()
 
     def stop(self) -> None:
         self._kernels.clear()
@@ -52,16 +70,12 @@ class AccessWatch:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        self._set_window_timer(None)
 
     def recheck(self) -> None:
         for kernel_id, provisioner in list(self._kernels.items()):
             try:
-                version, now = self.warden.engine.version(), time.monotonic()
-                last_version, last_time = self._checked.get(kernel_id, (-1, 0.0))
-                every_path = version != last_version or now - last_time >= FULL_CHECK_INTERVAL
-                lost = self.lost_right(kernel_id, provisioner.actor, provisioner.launch, every_path)
-                if every_path:
-                    self._checked[kernel_id] = (version, now)
+                lost = self._check(kernel_id, provisioner)
             except StoreError:
                 continue  # the store is down: the guard closes connections; the view stays as it was made
             except Exception:  # one kernel's failure must not stop the watch of the others
@@ -73,9 +87,12 @@ class AccessWatch:
                 # own reason; those who may still use the kernel are told why it stops.
                 self.warden.kernel_connections.recheck(kernel_id)
                 provisioner.stop_for("access-lost", lost)
+        self._set_window_timer(min((c.next_change for c in self._checked.values() if c.next_change),
+                                   default=None))
 
-    def lost_right(self, kernel_id: str, actor: Actor | None, launch, every_path: bool = True) -> str | None:
-        """What the kernel's owner may no longer do that its sandbox still allows; None if nothing."""
+    def _check(self, kernel_id: str, provisioner) -> str | None:
+        """What the kernel's owner lost, checking every path only when something may have changed."""
+        actor, launch = provisioner.actor, provisioner.launch
         if actor is None or launch is None:
             return None
         if not actor.link_id:
@@ -85,15 +102,51 @@ class AccessWatch:
             actor = Actor.for_account(account)
         if actor.admin:
             return None
+        version, now = self.warden.engine.version(), time.monotonic()
+        last = self._checked.get(kernel_id)
+        every_path = (last is None or last.version != version or last.subjects != actor.subjects_key
+                      or now - last.at >= FULL_CHECK_INTERVAL
+                      or (last.next_change is not None and utcnow() >= last.next_change))
+        lost, next_change = self.lost_right(kernel_id, actor, launch, every_path)
+        if every_path and lost is None:
+            self._checked[kernel_id] = _FullCheck(version, actor.subjects_key, now, next_change)
+        return lost
+
+    def lost_right(self, kernel_id: str, actor: Actor, launch,
+                   every_path: bool = True) -> tuple[str | None, dt.datetime | None]:
+        """(what the owner may no longer do that the sandbox still allows, or None; and, when
+        every path was asked, the nearest time-window boundary among the answers)."""
         engine = self.warden.engine
+        soonest: dt.datetime | None = None
         for path, writable, mounted in launch.views:
             if not (mounted or every_path):
                 continue
             if not engine.check(actor, "read", path).allowed:
-                return f"{actor.name} may no longer read '{path or '/'}'"
+                return f"{actor.name} may no longer read '{path or '/'}'", None
             if writable and not engine.check(actor, "write", path).allowed:
-                return f"{actor.name} may no longer write '{path or '/'}'"
+                return f"{actor.name} may no longer write '{path or '/'}'", None
+            if every_path:
+                change = engine.next_change(actor, path)
+                if change is not None and (soonest is None or change < soonest):
+                    soonest = change
         for path in run_paths(self.warden.serverapp.session_manager, kernel_id):
             if not engine.check(actor, "run", path).allowed:
-                return f"{actor.name} may no longer run '{path}'"
-        return None
+                return f"{actor.name} may no longer run '{path}'", None
+        return None, soonest
+
+    def _set_window_timer(self, at: dt.datetime | None) -> None:
+        """One timer, at the nearest time-window boundary of any running kernel's paths."""
+        if at == self._window_at:
+            return
+        if self._window_timer is not None:
+            self._window_timer[0].remove_timeout(self._window_timer[1])
+            self._window_timer = None
+        self._window_at = at
+        if at is not None:
+            loop = IOLoop.current()
+            delay = max(0.0, (at - utcnow()).total_seconds()) + _WINDOW_MARGIN
+            self._window_timer = (loop, loop.call_later(delay, self._window_reached))
+
+    def _window_reached(self) -> None:
+        self._window_timer = self._window_at = None
+        self.recheck()
