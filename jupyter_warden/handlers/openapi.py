@@ -192,7 +192,7 @@ _SCHEMAS = {
         "properties": {
             "kernel": {"type": "string"},
             "cause": {"type": "string", "description": "cpu-limit, file-size-limit, crashed (possibly the "
-                      "memory limit), killed, max-age, access-lost, terminated, or 'exited with status N'"},
+                      "memory limit), killed, max-age, idle, access-lost, terminated, or 'exited with status N'"},
             "message": {"type": "string", "description": "The sentence shown to the kernel's clients."},
             "exit_code": {"type": "integer", "nullable": True},
             "at": {"type": "string", "format": "date-time"},
