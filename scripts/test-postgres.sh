@@ -24,5 +24,9 @@ DO $$ BEGIN
     CREATE ROLE warden_test LOGIN CREATEDB PASSWORD 'warden_test';
   END IF;
 END $$;
+-- A test's DROP DATABASE ... WITH (FORCE) may meet an autovacuum worker on it,
+-- which a plain role may not terminate ("must be a member of the role whose
+-- process is being terminated or member of pg_signal_backend").
+GRANT pg_signal_backend TO warden_test;
 SQL
 echo "postgresql://warden_test:warden_test@127.0.0.1:${port}/postgres"
