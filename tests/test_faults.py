@@ -7,9 +7,11 @@ on the same state and root.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 
@@ -18,9 +20,10 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_warden.audit.log import AuditLog, load_or_create_key
+from jupyter_warden.sandbox import bubblewrap_problem
 from jupyter_warden.store import Store
 from server_process import ServerProcess
-
+from test_kernel_guard import connect  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -181,3 +184,120 @@ def test_a_full_disk_refuses_the_save_clearly_and_keeps_the_old_file(tmp_path, w
     finally:
         server.stop()
     _verify_audit(server).dispose()
+
+
+# -- a kernel killed mid-execution ---------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                with open(f"/proc/{stat}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(stat))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kernel_pid(serverapp, kernel_id: str) -> int:
+    """The kernel's own process: below bwrap, prlimit and setpriv when sandboxed, else the launched one."""
+    launched = serverapp.kernel_manager.get_kernel(kernel_id).provisioner.process.pid
+    for pid in [launched, *_descendants(launched)]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(argv[0]).startswith(b"python") and b"ipykernel_launcher" in b" ".join(argv):
+            return pid
+    raise AssertionError(f"no kernel process below {launched}")
+
+
+@pytest.mark.parametrize("warden_config", [{}, {"sandbox": "none"}], ids=["sandboxed", "unsandboxed"])
+async def test_a_kernel_killed_mid_execution_is_told_recorded_and_restarted(
+    jp_fetch, jp_root_dir, jp_serverapp, warden, make_user, connect, warden_config
+):
+    from test_kernel_guard import start_kernel, stdout
+
+    nb = jp_root_dir / "course" / "nb.ipynb"
+    nb.parent.mkdir()
+    nb.write_text(json.dumps(json.loads(nbformat.writes(new_notebook(cells=[new_code_cell("print(1)")])))))
+    (jp_root_dir / "other").mkdir()
+    (jp_root_dir / "other" / "nb.ipynb").write_text(nb.read_text())
+    before = nb.read_bytes()
+    tokens = {name: make_user(name) for name in ("alice", "bob")}
+    warden.policy.grant("course", "user:alice", "read-write-run")
+    warden.policy.grant("other", "user:bob", "read-write-run")
+    sandboxed = warden.sandbox_runner is not None
+    if warden_config:
+        assert not sandboxed
+    elif not sandboxed:
+        pytest.skip(f"no sandbox: {bubblewrap_problem()}")
+
+    bob = await connect(await start_kernel(jp_fetch, tokens["bob"], path="other/nb.ipynb"), tokens["bob"])
+    kernel = await start_kernel(jp_fetch, tokens["alice"])
+    alice = await connect(kernel, tokens["alice"])
+    running = await alice.send("shell", "execute_request", {
+        "code": "import time\nprint('started', flush=True)\ntime.sleep(600)", "silent": False,
+        "store_history": True, "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    while True:  # the cell runs
+        msg = await alice.recv(60)
+        assert msg is not None
+        if msg["msg_type"] == "stream" and "started" in msg["content"]["text"]:
+            break
+
+    os.kill(_kernel_pid(jp_serverapp, kernel), signal.SIGKILL)
+
+    # The client hears it: a notice in the running cell (sandboxed: with the cause),
+    # an error reply to the execution, then Jupyter's "restarting".
+    notice, reply, states = None, None, []
+    while "restarting" not in states or reply is None:
+        msg = await alice.recv(60)
+        assert msg is not None, "the socket closed"
+        kind, parent = msg["msg_type"], msg["parent_header"].get("msg_id")
+        if kind == "stream" and msg["content"]["text"].startswith("[jupyter-warden]"):
+            assert parent == running and msg["content"]["name"] == "stderr"
+            notice = msg["content"]["text"]
+        elif kind == "execute_reply":
+            assert parent == running
+            reply = msg["content"]
+        elif kind == "status":
+            states.append(msg["content"]["execution_state"])
+    assert reply["status"] == "error" and reply["ename"] == "KernelDied", reply
+    if sandboxed:
+        assert notice is not None and "killed (SIGKILL)" in notice and "restarts it" in notice, notice
+        assert reply["evalue"] == notice.strip()
+        assert states.index("restarting") >= 0
+    else:
+        assert "died before it replied" in reply["evalue"]
+
+    # The audit: the execution, its outcome 'lost' with why, and (sandboxed) the kernel's exit.
+    executed = [r for r in warden.audit.query(actor="alice") if r.details and r.details.get("msg_id") == running]
+    assert [(r.action, r.outcome) for r in executed] == [("kernel.execute", "allow"), ("kernel.execute_reply", "lost")]
+    assert executed[1].reason == reply["evalue"] and executed[1].details["sha256"] == executed[0].details["sha256"]
+    if sandboxed:
+        exits = [r for r in warden.audit.query() if r.action == "kernel.exit" and r.details["kernel_id"] == kernel]
+        assert [r.reason for r in exits] == ["killed"]
+
+    # The kernel is back, fresh; the notebook is as it was; bob's kernel never noticed.
+    deadline = time.monotonic() + 60
+    while True:
+        again = await connect(kernel, tokens["alice"])
+        reply, outputs = await again.execute("print('x' in dir())")
+        if reply["content"]["status"] == "ok":
+            break
+        assert time.monotonic() < deadline, reply
+        await asyncio.sleep(0.5)
+    assert stdout(outputs).strip() == "False"
+    assert nb.read_bytes() == before
+    reply, outputs = await bob.execute("print(6 * 7)")
+    assert reply["content"]["status"] == "ok" and stdout(outputs).strip() == "42"
+    assert warden.audit.verify().ok
