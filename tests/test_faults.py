@@ -186,6 +186,148 @@ def test_a_full_disk_refuses_the_save_clearly_and_keeps_the_old_file(tmp_path, w
     _verify_audit(server).dispose()
 
 
+
+# -- the server killed during seals ---------------------------------------------------
+
+
+def _assignment(i: int) -> str:
+    """A notebook with one sealed-tagged checking cell holding a marker, and enough filler to take a while."""
+    nb = new_notebook(cells=[new_code_cell("answer = 42")]
+                      + [new_code_cell(f"# filler {j}\n" + "y = 1\n" * 300) for j in range(150)]
+                      + [new_code_cell(f"assert 6 * 7 == 42  # SECRET-{i:02d}-END\nprint('check {i} passed')",
+                                       metadata={"tags": ["sealed"]})])
+    return nbformat.writes(nb)
+
+
+def _run_cell(server: ServerProcess, token: str, path: str, code: str) -> tuple[str, str]:
+    """(reply status, stdout) of ``code`` run by ``token``'s user in a kernel of their own for ``path``."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    status, session = server.request("POST", "/api/sessions", {"path": path, "type": "notebook", "name": "",
+                                                                "kernel": {"name": "python3"}}, token=token)
+    assert status == 201, session
+
+    async def go():
+        url = f"ws://127.0.0.1:{server.port}/api/kernels/{session['kernel']['id']}/channels"
+        ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"},
+                                                 connect_timeout=90, request_timeout=90))
+        header = {"msg_id": "run-1", "msg_type": "execute_request", "session": "s", "username": "", "version": "5.4"}
+        await ws.write_message(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "channel": "shell",
+                                           "content": {"code": code, "silent": False, "store_history": True}}))
+        out, reply, idle = "", None, False
+        while reply is None or not idle:
+            msg = json.loads(await asyncio.wait_for(ws.read_message(), 90))
+            if msg["parent_header"].get("msg_id") != "run-1":
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "stream":
+                out += msg["content"]["text"]
+            elif kind == "execute_reply":
+                reply = msg["content"]["status"]
+            elif kind == "status":
+                idle = msg["content"]["execution_state"] == "idle"
+        ws.close()
+        return reply, out
+
+    return asyncio.run(go())
+
+
+def test_sigkill_during_seals_leaves_each_notebook_old_or_sealed_and_the_cells_run(server):
+    root, count = server.root, 12
+    (root / "course").mkdir()
+    originals = {}
+    for i in range(count):
+        path = f"course/a{i:02d}.ipynb"
+        originals[path] = _assignment(i)
+        (root / path).write_text(originals[path])
+    server.cli("keys", "create", "checks")
+    server.cli("keys", "grant", "checks", "--to", "authenticated")
+    server.cli("user", "add", "sam", "--password-stdin", stdin="long-enough-password\n")
+    sam = server.cli("user", "token", "sam").stdout.split()[0]
+    server.cli("grant", "course", "--to", "user:sam", "--level", "read-run")
+    server.start()
+    for path in originals:  # a checkpoint each: a clear copy the seal must take away first
+        assert server.request("POST", f"/api/contents/{path}/checkpoints")[0] == 201
+
+    todo = list(originals)
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+
+    def seal():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                path = todo.pop(0)
+            try:
+                status, body = server.request("POST", "/api/warden/seal", {"path": path, "key": "checks"}, timeout=30)
+            except OSError:
+                return  # the server is gone
+            assert status == 200, body
+            acknowledged.append(path)
+
+    workers = [threading.Thread(target=seal) for _ in range(2)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill()  # two seals are in flight
+    for w in workers:
+        w.join(timeout=30)
+    assert 3 <= len(acknowledged) < count, acknowledged
+
+    # On disk, before anything reads it again: each notebook is the old one, byte for byte,
+    # or the whole sealed one; a sealed notebook's clear source is nowhere in the served tree
+    # (no checkpoint, no .~ copy, no temporary file).
+    sealed = set()
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    for path, text in originals.items():
+        i = int(path[-8:-6])
+        on_disk = (root / path).read_text()
+        if on_disk == text:
+            continue
+        nb = nbformat.reads(on_disk, as_version=4)
+        nbformat.validate(nb)
+        old = nbformat.reads(text, as_version=4)
+        assert len(nb.cells) == len(old.cells), f"{path} is half-written"
+        assert [c.source for c in nb.cells[:-1]] == [c.source for c in old.cells[:-1]], path
+        assert nb.cells[-1].source.startswith("%%warden_sealed v1 key=checks"), path
+        sealed.add(path)
+        leaks = [str(p) for p, data in files.items() if f"SECRET-{i:02d}-END".encode() in data]
+        assert not leaks, f"{path} is sealed, but its clear source is still in {leaks}"
+    assert set(acknowledged) <= sealed, "an acknowledged seal was lost"
+
+    # Every seal on disk has its audit record, the chain verifies, and the key and grants are whole.
+    store = _verify_audit(server)
+    try:
+        audit = AuditLog(store, load_or_create_key(server.state))
+        recorded = {r.path for r in audit.query(under="course") if r.action == "notebook.seal" and r.outcome == "allow"}
+        assert sealed <= recorded, "a notebook sealed without its audit record"
+    finally:
+        store.dispose()
+    assert "checks: version 1 of 1" in server.cli("keys", "list").stdout
+    assert "authenticated" in server.cli("keys", "list").stdout
+
+    # Back up: sam reads a sealed notebook (placeholder only) and runs its sealed cell;
+    # a notebook the kill left unsealed seals now.
+    server.start()
+    status, body = server.request("GET", "/api/warden/grants?path=course")
+    assert status == 200 and [g["subject"] for g in body["grants"] if not g["inherited"]] == ["user:sam"]
+    path = acknowledged[0]
+    status, model = server.request("GET", f"/api/contents/{path}", token=sam)
+    assert status == 200 and "SECRET-" not in json.dumps(model)
+    i = int(path[-8:-6])
+    assert _run_cell(server, sam, path, model["content"]["cells"][-1]["source"]) == ("ok", f"check {i} passed\n")
+    left = sorted(set(originals) - sealed)
+    assert left, "the kill came after every seal"
+    status, body = server.request("POST", "/api/warden/seal", {"path": left[0], "key": "checks"})
+    assert status == 200 and len(body["sealed"]) == 1, body
+    server.stop()
+    _verify_audit(server).dispose()
+
+
 # -- a kernel killed mid-execution ---------------------------------------------
 
 
