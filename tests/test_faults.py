@@ -187,6 +187,37 @@ def test_a_full_disk_refuses_the_save_clearly_and_keeps_the_old_file(tmp_path, w
 
 
 
+
+async def test_reads_during_saves_never_see_a_half_written_notebook(jp_fetch, jp_root_dir, warden, make_user):
+    """jupyter_server saves in place, in a worker thread; a read meanwhile must wait, not fail (or undo the save)."""
+    from test_enforce_contents import requester
+
+    token = make_user("alice")
+    (jp_root_dir / "work").mkdir()
+    warden.policy.grant("work", "user:alice", "read-write")
+    call = requester(jp_fetch, token)
+    assert (await call("api", "contents", "work", "nb.ipynb", method="PUT",
+                       body={"type": "notebook", "format": "json", "content": _notebook(0)})).code == 201
+
+    async def save(version):
+        response = await call("api", "contents", "work", "nb.ipynb", method="PUT",
+                              body={"type": "notebook", "format": "json", "content": _notebook(version)})
+        return response.code, version
+
+    async def read():
+        response = await call("api", "contents", "work", "nb.ipynb")
+        return response.code, (json.loads(response.body)["content"]["metadata"]["version"]
+                               if response.code == 200 else response.body[:200])
+
+    results = await asyncio.gather(*(save(v) if i % 3 == 0 else read()
+                                     for i, v in enumerate(range(1, 31))))
+    assert [r for r in results if r[0] != 200] == []
+    saved = {version for i, (_, version) in enumerate(results) if i % 3 == 0}
+    assert (await read())[1] == max(saved)  # the last save is on disk, not undone
+    left = {p.name for p in (jp_root_dir / "work").iterdir()} - {"nb.ipynb", ".ipynb_checkpoints"}
+    assert not left, left
+
+
 # -- the server killed during seals ---------------------------------------------------
 
 
