@@ -139,33 +139,52 @@ _HELD: ContextVar[frozenset[str]] = ContextVar("warden_held_paths", default=froz
 
 
 class _PathLocks:
-    """One asyncio lock per file path, made on first use and dropped when no one waits."""
+    """Per file path: reads share it, a save has it alone. Made on first use, dropped when unused."""
 
     def __init__(self):
-        self._locks: dict[str, list] = {}
+        self._paths: dict[str, dict] = {}
 
-    async def run(self, key: str, call):
+    async def run(self, key: str, call, exclusive: bool):
         if key in _HELD.get():
             return await call()
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = [asyncio.Lock(), 0]
-        entry[1] += 1
+        state = self._paths.get(key)
+        if state is None:
+            state = self._paths[key] = {"cond": asyncio.Condition(), "readers": 0, "writer": False,
+                                        "waiting": 0, "users": 0}
+        state["users"] += 1
+        cond = state["cond"]
         try:
-            async with entry[0]:
-                token = _HELD.set(_HELD.get() | {key})
-                try:
-                    return await call()
-                finally:
-                    _HELD.reset(token)
+            async with cond:
+                if exclusive:
+                    state["waiting"] += 1
+                    try:
+                        await cond.wait_for(lambda: not state["writer"] and not state["readers"])
+                    finally:
+                        state["waiting"] -= 1
+                        cond.notify_all()  # reads held back for this save, should it be cancelled
+                    state["writer"] = True
+                else:  # a waiting save goes first, so that reads can't starve it
+                    await cond.wait_for(lambda: not state["writer"] and not state["waiting"])
+                    state["readers"] += 1
+            token = _HELD.set(_HELD.get() | {key})
+            try:
+                return await call()
+            finally:
+                _HELD.reset(token)
+                async with cond:
+                    if exclusive:
+                        state["writer"] = False
+                    else:
+                        state["readers"] -= 1
+                    cond.notify_all()
         finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[key]
+            state["users"] -= 1
+            if not state["users"]:
+                del self._paths[key]
 
 
 def _one_at_a_time(method, name: str):
-    """An async ``get``/``save`` that waits for any other one of the same path to finish.
+    """An async ``get`` that waits for a ``save`` of the same path to finish, and the reverse.
 
     jupyter_server's file manager writes a file in place (after copying the
     old one aside as ``.~NAME``), in a worker thread. A read of that file
@@ -188,7 +207,7 @@ def _one_at_a_time(method, name: str):
         if locks is None:
             locks = self.__dict__["_warden_path_locks"] = _PathLocks()
         key = str(path).strip("/")
-        return await locks.run(key, lambda: method(self, *args, **kwargs))
+        return await locks.run(key, lambda: method(self, *args, **kwargs), exclusive=name == "save")
 
     wrapped.__name__ = name
     return wrapped
