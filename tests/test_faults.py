@@ -474,3 +474,34 @@ async def test_a_kernel_killed_mid_execution_is_told_recorded_and_restarted(
     reply, outputs = await bob.execute("print(6 * 7)")
     assert reply["content"]["status"] == "ok" and stdout(outputs).strip() == "42"
     assert warden.audit.verify().ok
+
+
+async def test_a_store_that_stops_answering_closes_open_kernel_websockets(jp_fetch, jp_root_dir, warden, make_user,
+                                                                          connect):
+    """G9 on an open connection: with the policy store gone, access can't be re-checked, so it ends (fail closed)."""
+    from test_kernel_guard import start_kernel
+
+    if warden.store.engine.dialect.name != "sqlite":
+        pytest.skip("breaks the SQLite file; tests/test_store.py covers PostgreSQL going away for requests")
+    (jp_root_dir / "course").mkdir()
+    (jp_root_dir / "course" / "nb.ipynb").write_text(nbformat.writes(new_notebook(cells=[new_code_cell("1")])))
+    token = make_user("alice")
+    warden.policy.grant("course", "user:alice", "read-write-run")
+    alice = await connect(await start_kernel(jp_fetch, token), token)
+    reply, _ = await alice.execute("print(1)")
+    assert reply["content"]["status"] == "ok"
+    db_file = warden.store.engine.url.database
+    warden.store.engine.dispose()
+    os.rename(db_file, db_file + ".moved")
+    os.mkdir(db_file)  # a folder where the database was: can't be opened
+    try:
+        code, reason = await alice.wait_closed(timeout=10)
+    finally:
+        os.rmdir(db_file)
+        os.rename(db_file + ".moved", db_file)
+    assert code == 1008 and "can't be checked" in reason, (code, reason)
+    # Once the store is back, so is the user, and the chain verifies.
+    alice = await connect(warden.serverapp.kernel_manager.list_kernel_ids()[0], token)
+    reply, _ = await alice.execute("print(2)")
+    assert reply["content"]["status"] == "ok"
+    assert warden.audit.verify().ok

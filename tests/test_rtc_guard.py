@@ -320,6 +320,28 @@ async def test_without_read_no_timeline_undo_or_fork_of_the_room(room, people, j
     assert (jp_root_dir / PATH).read_text() == "hello" and str(alice.text) == "hello"
 
 
+async def test_a_store_that_stops_answering_closes_open_document_websockets(room, warden, jp_root_dir):
+    """G9 on an open connection: with the policy store gone, access can't be re-checked, so it ends."""
+    import os
+
+    if warden.store.engine.dialect.name != "sqlite":
+        pytest.skip("breaks the SQLite file; tests/test_store.py covers PostgreSQL going away for requests")
+    bob = await room("bob")
+    await until(lambda: str(bob.text) == "hello")
+    db_file = warden.store.engine.url.database
+    warden.store.engine.dispose()
+    os.rename(db_file, db_file + ".moved")
+    os.mkdir(db_file)  # a folder where the database was: can't be opened
+    try:
+        await asyncio.wait_for(bob.task, 10)
+    finally:
+        os.rmdir(db_file)
+        os.rename(db_file + ".moved", db_file)
+    assert bob.ws.close_code == 1008 and "can't be checked" in bob.ws.close_reason
+    assert (jp_root_dir / PATH).read_text() == "hello"
+    assert warden.audit.verify().ok
+
+
 async def test_a_revoked_reader_is_disconnected_within_a_second(room, warden):
     bob = await room("bob")
     await until(lambda: str(bob.text) == "hello")
