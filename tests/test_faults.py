@@ -213,7 +213,8 @@ async def test_reads_during_saves_never_see_a_half_written_notebook(jp_fetch, jp
                                      for i, v in enumerate(range(1, 31))))
     assert [r for r in results if r[0] != 200] == []
     saved = {version for i, (_, version) in enumerate(results) if i % 3 == 0}
-    assert (await read())[1] == max(saved)  # the last save is on disk, not undone
+    assert (await read())[1] in saved  # a whole notebook of one of the saves (they ran in any order)
+    nbformat.validate(nbformat.read(jp_root_dir / "work" / "nb.ipynb", as_version=4))
     left = {p.name for p in (jp_root_dir / "work").iterdir()} - {"nb.ipynb", ".ipynb_checkpoints"}
     assert not left, left
 
