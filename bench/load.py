@@ -3,17 +3,21 @@
 One ``jupyter-warden serve`` (sandboxed kernels, collaboration on) and N
 users (50 by default) in 5 teams, for a while (10 minutes by default). Each
 user loops over a weighted mix: listing the root, opening notebooks,
-editing a shared text file in real time (the edit timed until a teammate's
-client has it), running a cell in their own kernel, running the sealed
-checking cell of the course's assignment (when this build has sealed
-cells), sharing a notebook of theirs with someone and revoking it, and
-trying what they may not do. Every answer is checked against a model of
-the policy, and counted as ok, error (5xx, exceptions, timeouts),
+editing the team's notebook (a cell's source) or text file in real time
+(the edit timed until a teammate's client has it), running a cell in their
+own kernel, running the sealed checking cell of the course's assignment
+(when this build has sealed cells), sharing a notebook of theirs with
+someone and revoking it, and trying what they may not do (another's files,
+writing a read-only notebook, granting themselves, a kernel or a room of
+another team's). Every answer is checked against a model of the policy,
+and counted as ok, error (5xx, exceptions, timeouts),
 denied-but-should-be-allowed or allowed-but-should-be-denied.
 
-It prints p50/p99 per action, the counts, and the server's memory (RSS of
-the server process) at the start and the end. It measures; it never fails
-on a figure. docs/performance.md keeps the latest results.
+It prints the machine and its load average, p50/p99 per action (kernel
+starts apart), the counts, the server's memory (RSS of the server process)
+at the start, the end and its peak, the kernels' memory, and whether the
+audit chain still verifies. It measures; it never fails on a figure.
+docs/performance.md keeps the latest results.
 
     python bench/load.py [--users 50] [--minutes 10]
 """
