@@ -3,17 +3,21 @@
 One ``jupyter-warden serve`` (sandboxed kernels, collaboration on) and N
 users (50 by default) in 5 teams, for a while (10 minutes by default). Each
 user loops over a weighted mix: listing the root, opening notebooks,
-editing a shared text file in real time (the edit timed until a teammate's
-client has it), running a cell in their own kernel, running the sealed
-checking cell of the course's assignment (when this build has sealed
-cells), sharing a notebook of theirs with someone and revoking it, and
-trying what they may not do. Every answer is checked against a model of
-the policy, and counted as ok, error (5xx, exceptions, timeouts),
+editing the team's notebook (a cell's source) or text file in real time
+(the edit timed until a teammate's client has it), running a cell in their
+own kernel, running the sealed checking cell of the course's assignment
+(when this build has sealed cells), sharing a notebook of theirs with
+someone and revoking it, and trying what they may not do (another's files,
+writing a read-only notebook, granting themselves, a kernel or a room of
+another team's). Every answer is checked against a model of the policy,
+and counted as ok, error (5xx, exceptions, timeouts),
 denied-but-should-be-allowed or allowed-but-should-be-denied.
 
-It prints p50/p99 per action, the counts, and the server's memory (RSS of
-the server process) at the start and the end. It measures; it never fails
-on a figure. docs/performance.md keeps the latest results.
+It prints the machine and its load average, p50/p99 per action (kernel
+starts apart), the counts, the server's memory (RSS of the server process)
+at the start, the end and its peak, the kernels' memory, and whether the
+audit chain still verifies. It measures; it never fails on a figure.
+docs/performance.md keeps the latest results.
 
     python bench/load.py [--users 50] [--minutes 10]
 """
@@ -23,8 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,12 +39,12 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from pycrdt import Doc, Text, create_sync_message, create_update_message, handle_sync_message
+from pycrdt import Array, Doc, Text, create_sync_message, create_update_message, handle_sync_message
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from server_process import ServerProcess  # noqa: E402
+from server_process import CLI, ServerProcess  # noqa: E402
 
 from jupyter_warden.identity.accounts import Accounts  # noqa: E402
 from jupyter_warden.policy.changes import Policy  # noqa: E402
@@ -51,10 +58,50 @@ TIMEOUT = 120
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:  # gone meanwhile
+        pass
     return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (its kernels, their sandboxes), from /proc."""
+    children = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def memory(pid: int) -> tuple[int, int, int]:
+    """(server RSS, RSS of everything below it, number of kernels), in kB."""
+    below = descendants(pid)
+    kernels = sum(1 for p in below if _is_kernel(_cmdline(p)))
+    return rss_kb(pid), sum(rss_kb(p) for p in below), kernels
+
+
+def _is_kernel(cmdline: bytes) -> bool:
+    """The kernel itself, not bwrap, prlimit or setpriv, whose arguments also name it."""
+    argv = cmdline.split(b"\0")
+    return b"ipykernel" in cmdline and Path(argv[0].decode(errors="replace")).name.startswith("python")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 class Results:
@@ -72,13 +119,26 @@ class Results:
 
 
 class Follower:
-    """A Y client that keeps a text document in step, for timing edits to their arrival."""
+    """A Y client that keeps a document in step, for timing edits to their arrival.
 
-    def __init__(self, ws):
-        self.ws, self.doc = ws, Doc()
-        self.text = self.doc.get("source", type=Text)
+    A text file's document is one ``source`` text; a notebook's is the
+    ``cells`` array of jupyter_ydoc, whose first cell's ``source`` is edited.
+    """
+
+    def __init__(self, ws, notebook: bool = False):
+        self.ws, self.doc, self.notebook = ws, Doc(), notebook
+        if notebook:
+            self.cells = self.doc.get("cells", type=Array)
+        else:
+            self.source = self.doc.get("source", type=Text)
         self.changed = asyncio.Event()
         self.task = asyncio.ensure_future(self._pump())
+
+    @property
+    def text(self):
+        if not self.notebook:
+            return self.source
+        return self.cells[0]["source"] if len(self.cells) else ""
 
     async def _pump(self):
         while (message := await self.ws.read_message()) is not None:
@@ -90,9 +150,14 @@ class Follower:
 
     async def start(self):
         await self.ws.write_message(create_sync_message(self.doc), binary=True)
+        if self.notebook:  # a notebook's cells come with the server's sync step 2
+            deadline = time.monotonic() + TIMEOUT
+            while not len(self.cells):
+                self.changed.clear()
+                await asyncio.wait_for(self.changed.wait(), max(0.01, deadline - time.monotonic()))
         return self
 
-    async def wait_for(self, marker: str, timeout: float = 30):
+    async def wait_for(self, marker: str, timeout: float = 60):
         deadline = time.monotonic() + timeout
         while marker not in str(self.text):
             self.changed.clear()
@@ -168,34 +233,40 @@ class Bench:
         self.judge("open", t0, code, allowed, f"{who} GET {target}")
 
     async def act_rtc_edit(self, who):
+        """An edit in the team's notebook (a cell's source) or text file, timed until a teammate's client has it."""
         team = self.team[who]
-        if who not in self.editors:
+        name = random.choice(["analysis.ipynb", "notes.txt"])
+        action = "rtc_edit_nb" if name.endswith(".ipynb") else "rtc_edit_text"
+        if (who, name) not in self.editors:
             t0 = time.perf_counter()
-            self.editors[who] = await self.room(who, f"{team}/notes.txt")
+            self.editors[(who, name)] = await self.room(who, f"{team}/{name}")
             self.results.add("rtc_open", time.perf_counter() - t0, "ok")
         marker = f"<{uuid.uuid4().hex[:8]}>"
         t0 = time.perf_counter()
-        await self.editors[who].edit(marker)
+        await self.editors[(who, name)].edit(marker)
         try:
-            await self.followers[team].wait_for(marker)
-            self.results.add("rtc_edit", time.perf_counter() - t0, "ok")
+            await self.followers[(team, name)].wait_for(marker)
+            self.results.add(action, time.perf_counter() - t0, "ok")
         except asyncio.TimeoutError:
-            self.results.add("rtc_edit", 0, "denied_but_allowed", f"{who}'s edit never reached the follower")
+            self.results.add(action, 0, "denied_but_allowed", f"{who}'s edit of {team}/{name} never reached the follower")
 
     async def room(self, who, path) -> Follower:
-        code, body = await self.call(who, "PUT", f"/api/collaboration/session/{path}", {"format": "text", "type": "file"})
+        notebook = path.endswith(".ipynb")
+        kind = {"format": "json", "type": "notebook"} if notebook else {"format": "text", "type": "file"}
+        code, body = await self.call(who, "PUT", f"/api/collaboration/session/{path}", kind)
         if code not in (200, 201):
             raise RuntimeError(f"session for {who} on {path}: {code} {body[:200]!r}")
         data = json.loads(body)
-        url = (f"ws://127.0.0.1:{self.server.port}/api/collaboration/room/text:file:{data['fileId']}"
-               f"?sessionId={data['sessionId']}")
+        url = (f"ws://127.0.0.1:{self.server.port}/api/collaboration/room/{kind['format']}:{kind['type']}:"
+               f"{data['fileId']}?sessionId={data['sessionId']}")
         ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {self.server.tokens[who]}"},
                                                  request_timeout=TIMEOUT))
-        return await Follower(ws).start()
+        return await Follower(ws, notebook).start()
 
     async def kernel(self, who, path):
         key = (who, path)
         if key not in self.kernels:
+            t0 = time.perf_counter()
             code, body = await self.call(who, "POST", "/api/sessions",
                                          {"path": path, "type": "notebook", "name": "", "kernel": {"name": "python3"}})
             if code != 201:
@@ -205,6 +276,7 @@ class Bench:
             self.kernels[key] = await websocket_connect(HTTPRequest(
                 url, headers={"Authorization": f"token {self.server.tokens[who]}"}, request_timeout=TIMEOUT,
                 connect_timeout=TIMEOUT))
+            self.results.add("kernel_start", time.perf_counter() - t0, "ok")
         return self.kernels[key]
 
     async def execute(self, ws, code: str) -> tuple[str, str]:
@@ -268,7 +340,11 @@ class Bench:
 
     async def act_forbidden(self, who):
         other = random.choice([u for u in self.users if u != who and who not in self.shared_with[u]])
+        team = random.choice([f"team{i}" for i in range(TEAMS) if f"team{i}" != self.team[who]])
         attempt = random.choice([
+            ("POST", "/api/sessions", {"path": f"{team}/analysis.ipynb", "type": "notebook", "name": "",
+                                       "kernel": {"name": "python3"}}),
+            ("PUT", f"/api/collaboration/session/{team}/notes.txt", {"format": "text", "type": "file"}),
             ("GET", f"/api/contents/home-{other}/mine.ipynb", None),
             ("PUT", "/api/contents/course/lecture.ipynb", {"type": "notebook", "format": "json", "content": NOTEBOOK}),
             ("POST", "/api/warden/grants", {"path": "course", "subject": f"user:{who}", "level": "manage"}),
@@ -288,12 +364,13 @@ class Bench:
             except Exception as e:  # a failure to do what was allowed is an error, never silence
                 self.results.add(action, 0, "error", f"{who}: {type(e).__name__}: {e}")
                 self.kernels = {k: v for k, v in self.kernels.items() if k[0] != who}
-                self.editors.pop(who, None)
+                self.editors = {k: v for k, v in self.editors.items() if k[0] != who}
             await asyncio.sleep(random.uniform(0.05, 0.3))
 
     async def run(self, minutes: float):
         for t in range(TEAMS):
-            self.followers[f"team{t}"] = await self.room("admin", f"team{t}/notes.txt")
+            for name in ("analysis.ipynb", "notes.txt"):
+                self.followers[(f"team{t}", name)] = await self.room("admin", f"team{t}/{name}")
         until = time.monotonic() + minutes * 60
         await asyncio.gather(*(self.user_loop(u, until) for u in self.users))
 
@@ -335,8 +412,19 @@ def prepare(server: ServerProcess, users: list[str], sealed: bool):
         src.unlink()
 
 
-def report(results: Results, rss_start: int, rss_end: int, users: int, minutes: float):
-    print(f"\nload: {users} users for {minutes:g} min on one server\n")
+def machine() -> str:
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return f"{os.cpu_count()} cores, {mem_kb / 1024 / 1024:.1f} GB of memory; {' '.join(platform.uname())}"
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report(results: Results, start: dict, end: dict, peak: dict, users: int, minutes: float, audit: str):
+    print(f"\nload: {users} users for {minutes:g} min on one server")
+    print(f"machine: {machine()}")
+    print(f"load average (1, 5, 15 min): {start['loadavg']} at the start, {end['loadavg']} at the end\n")
     print(f"{'action':14} {'count':>7} {'p50 ms':>9} {'p99 ms':>9}")
     for action in sorted(results.latency):
         values = sorted(results.latency[action])
@@ -354,7 +442,31 @@ def report(results: Results, rss_start: int, rss_end: int, users: int, minutes: 
         print(f"  e.g. {verdict}:")
         for e in examples:
             print(f"    {e}")
-    print(f"\nserver RSS: {rss_start / 1024:.0f} MB at the start, {rss_end / 1024:.0f} MB at the end")
+    mb = lambda kb: f"{kb / 1024:.0f} MB"  # noqa: E731
+    print(f"\nserver RSS: {mb(start['server'])} at the start, {mb(end['server'])} at the end, "
+          f"{mb(peak['server'])} at most")
+    print(f"kernels and their sandboxes: {start['kernels']} kernels, {mb(start['below'])} at the start; "
+          f"{end['kernels']} kernels, {mb(end['below'])} at the end")
+    print(f"audit: {audit}")
+
+
+def snapshot(pid: int) -> dict:
+    server, below, kernels = memory(pid)
+    return {"server": server, "below": below, "kernels": kernels, "loadavg": load_average()}
+
+
+async def sample_peak(pid: int, peak: dict, every: float = 5):
+    while True:
+        peak["server"] = max(peak["server"], rss_kb(pid))
+        await asyncio.sleep(every)
+
+
+async def drive(bench: Bench, minutes: float, pid: int, peak: dict):
+    sampler = asyncio.ensure_future(sample_peak(pid, peak))
+    try:
+        await bench.run(minutes)
+    finally:
+        sampler.cancel()
 
 
 def main():
@@ -374,13 +486,18 @@ def main():
         prepare(server, users, sealed)
         server.start()
         try:
-            rss_start = rss_kb(server.proc.pid)
+            start = snapshot(server.proc.pid)
+            peak = {"server": start["server"]}
             bench = Bench(server, users, sealed)
-            asyncio.run(bench.run(args.minutes))
-            rss_end = rss_kb(server.proc.pid)
+            asyncio.run(drive(bench, args.minutes, server.proc.pid, peak))
+            end = snapshot(server.proc.pid)
         finally:
             server.stop()
-        report(bench.results, rss_start, rss_end, args.users, args.minutes)
+        # The chain holds every decision of the run, and still verifies.
+        verify = subprocess.run([*CLI, "audit", "verify"], env=server.env, capture_output=True, text=True)
+        audit = (verify.stdout + verify.stderr).strip().splitlines()[-1:] or [""]
+        audit = f"{audit[0]} (exit {verify.returncode})"
+        report(bench.results, start, end, peak, args.users, args.minutes, audit)
 
 
 if __name__ == "__main__":

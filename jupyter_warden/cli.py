@@ -711,9 +711,10 @@ def cmd_seal(args):
     nb = _read_notebook(args.src)
     ring = _key_ring(args)
     report = seal_notebook(nb, ring, args.key, tag=args.tag)
-    _write_notebook(nb, args.output, 0o644)
+    # Recorded before the file appears (G8): a seal killed in between is in the log, not done.
     record(args, key=args.key, src=str(Path(args.src).resolve()), out=str(Path(args.output).resolve()),
            sealed=report.sealed or None, resealed=report.resealed or None)
+    _write_notebook(nb, args.output, 0o644)
     print(
         f"{args.output}: {len(report.sealed)} cell(s) sealed, {len(report.resealed)} re-sealed, "
         f"{len(report.unchanged)} already sealed, under key {args.key}"
@@ -727,9 +728,9 @@ def cmd_unseal(args):
     opened = unseal_notebook(nb, ring)
     if not opened:
         raise Refused(f"{args.src} has no sealed cell; nothing to unseal")
+    record(args, src=str(Path(args.src).resolve()), out=str(Path(args.output).resolve()), cells=opened)
     # Clear text of sealed cells: readable by the one who asked only.
     _write_notebook(nb, args.output, 0o600)
-    record(args, src=str(Path(args.src).resolve()), out=str(Path(args.output).resolve()), cells=opened)
     print(f"{args.output}: {len(opened)} cell(s) unsealed (the file is 0600: it holds their clear source)")
 
 

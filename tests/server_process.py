@@ -85,10 +85,12 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def request(self, method, path, body=None, timeout=30):
+    def request(self, method, path, body=None, timeout=30, token=None):
+        """(status, decoded body) of one request, as the admin or as ``token``'s user."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            headers = {"Authorization": f"token {self.token}"} if self.token else {}
+            token = token or self.token
+            headers = {"Authorization": f"token {token}"} if token else {}
             if body is not None:
                 body = json.dumps(body)
                 headers["Content-Type"] = "application/json"

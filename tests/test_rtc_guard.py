@@ -291,6 +291,57 @@ async def test_session_timeline_undo_and_fork(room, people, jp_fetch, jp_root_di
     assert (jp_root_dir / PATH).read_text() == "hello"
 
 
+async def test_without_read_no_timeline_undo_or_fork_of_the_room(room, people, jp_fetch, jp_root_dir,
+                                                                   jp_serverapp):
+    """carol, who may not read the file, learns nothing and changes nothing through a room's REST side (G1, G2)."""
+    alice = await room("alice")
+    await until(lambda: str(alice.text) == "hello")
+    server = ydoc_server(jp_serverapp)
+    rooms_before = set(server.rooms)
+
+    async def call(method, *parts, params=None, body=None):
+        response = await jp_fetch("api", "collaboration", *parts, method=method, params=params,
+                                  headers=auth(people["carol"]), raise_error=False,
+                                  body=None if body is None else json.dumps(body), allow_nonstandard_methods=True)
+        return response.code, response.body
+
+    attempts = [
+        ("GET", ("fork", alice.room_id), None, None),
+        ("PUT", ("fork", alice.room_id), None, {"title": "t", "synchronize": True}),
+        ("PUT", ("undo_redo", alice.room_id), {"action": "undo", "steps": "1", "forkRoom": "x"}, None),
+        ("GET", ("timeline", PATH), {"format": "text", "type": "file"}, None),
+    ]
+    for method, parts, params, body in attempts:
+        code, answer = await call(method, *parts, params=params, body=body)
+        assert code in (403, 404), (method, parts, code)
+        assert b"hello" not in answer, (method, parts)
+    assert set(server.rooms) == rooms_before  # no fork made
+    await asyncio.sleep(0.3)
+    assert (jp_root_dir / PATH).read_text() == "hello" and str(alice.text) == "hello"
+
+
+async def test_a_store_that_stops_answering_closes_open_document_websockets(room, warden, jp_root_dir):
+    """G9 on an open connection: with the policy store gone, access can't be re-checked, so it ends."""
+    import os
+
+    if warden.store.engine.dialect.name != "sqlite":
+        pytest.skip("breaks the SQLite file; tests/test_store.py covers PostgreSQL going away for requests")
+    bob = await room("bob")
+    await until(lambda: str(bob.text) == "hello")
+    db_file = warden.store.engine.url.database
+    warden.store.engine.dispose()
+    os.rename(db_file, db_file + ".moved")
+    os.mkdir(db_file)  # a folder where the database was: can't be opened
+    try:
+        await asyncio.wait_for(bob.task, 10)
+    finally:
+        os.rmdir(db_file)
+        os.rename(db_file + ".moved", db_file)
+    assert bob.ws.close_code == 1008 and "can't be checked" in bob.ws.close_reason
+    assert (jp_root_dir / PATH).read_text() == "hello"
+    assert warden.audit.verify().ok
+
+
 async def test_a_revoked_reader_is_disconnected_within_a_second(room, warden):
     bob = await room("bob")
     await until(lambda: str(bob.text) == "hello")

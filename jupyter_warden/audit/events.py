@@ -31,7 +31,8 @@ AUDIT_EVENTS: dict[str, str] = {
     "kernel.execute": "Code was sent to a kernel: its sha256, and its text with c.Warden.audit_code; for a "
                       "sealed cell, those of its placeholder, and the key, key version and cell id that "
                       "opened it (details.sealed).",
-    "kernel.execute_reply": "The outcome (ok, error, aborted) of an execution, from the kernel's reply.",
+    "kernel.execute_reply": "The outcome (ok, error, aborted) of an execution, from the kernel's reply; "
+                            "lost when the kernel died before replying (the client gets an error reply).",
     "kernel.output_cut": "An execution's output passed c.Warden.kernel_max_output_bytes and was cut.",
     "kernel.output_dropped": "A kernel websocket's client was not reading: output was dropped while more "
                              "than c.Warden.kernel_max_send_buffer_bytes waited to be sent to it.",

@@ -17,6 +17,7 @@ outputs are masked for the vault's handed-out values before it is saved.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import inspect
 import os
@@ -131,6 +132,85 @@ def _listing_get(base: type):
                 _LISTING.reset(token)
 
     return get
+
+
+# The paths whose lock the current task holds (a save calls get for its reply).
+_HELD: ContextVar[frozenset[str]] = ContextVar("warden_held_paths", default=frozenset())
+
+
+class _PathLocks:
+    """Per file path: reads share it, a save has it alone. Made on first use, dropped when unused."""
+
+    def __init__(self):
+        self._paths: dict[str, dict] = {}
+
+    async def run(self, key: str, call, exclusive: bool):
+        if key in _HELD.get():
+            return await call()
+        state = self._paths.get(key)
+        if state is None:
+            state = self._paths[key] = {"cond": asyncio.Condition(), "readers": 0, "writer": False,
+                                        "waiting": 0, "users": 0}
+        state["users"] += 1
+        cond = state["cond"]
+        try:
+            async with cond:
+                if exclusive:
+                    state["waiting"] += 1
+                    try:
+                        await cond.wait_for(lambda: not state["writer"] and not state["readers"])
+                    finally:
+                        state["waiting"] -= 1
+                        cond.notify_all()  # reads held back for this save, should it be cancelled
+                    state["writer"] = True
+                else:  # a waiting save goes first, so that reads can't starve it
+                    await cond.wait_for(lambda: not state["writer"] and not state["waiting"])
+                    state["readers"] += 1
+            token = _HELD.set(_HELD.get() | {key})
+            try:
+                return await call()
+            finally:
+                _HELD.reset(token)
+                async with cond:
+                    if exclusive:
+                        state["writer"] = False
+                    else:
+                        state["readers"] -= 1
+                    cond.notify_all()
+        finally:
+            state["users"] -= 1
+            if not state["users"]:
+                del self._paths[key]
+
+
+def _one_at_a_time(method, name: str):
+    """An async ``get`` that waits for a ``save`` of the same path to finish, and the reverse.
+
+    jupyter_server's file manager writes a file in place (after copying the
+    old one aside as ``.~NAME``), in a worker thread. A read of that file
+    meanwhile saw it half-written: a 400 "Unreadable Notebook", or worse, its
+    recovery put the ``.~`` copy back over the save under way, which was then
+    lost. Measured under load (bench/load.py): reads during real-time
+    collaboration's autosaves. Listings (children's models) don't wait.
+    """
+    if not inspect.iscoroutinefunction(method):
+        return method  # a sync manager runs on the event loop: one call at a time already
+
+    async def wrapped(self, *args, **kwargs):
+        if name == "get":
+            path = kwargs.get("path", args[0] if args else "")
+            if _LISTING.get() is not None:
+                return await method(self, *args, **kwargs)
+        else:
+            path = kwargs.get("path", args[1] if len(args) > 1 else "")
+        locks = self.__dict__.get("_warden_path_locks")
+        if locks is None:
+            locks = self.__dict__["_warden_path_locks"] = _PathLocks()
+        key = str(path).strip("/")
+        return await locks.run(key, lambda: method(self, *args, **kwargs), exclusive=name == "save")
+
+    wrapped.__name__ = name
+    return wrapped
 
 
 def _after(base: type, name: str, post):
@@ -354,8 +434,8 @@ def hiding_contents_manager(base: type, hidden_folders: list[str]) -> type:
             "__module__": __name__,
             "warden_hidden": folders,
             # Every write path ends in save, copy, rename_file or delete_file.
-            "get": _listing_get(base),
-            "save": _masking_outputs(_disk_full_is_507(_after(base, "save", _created))),
+            "get": _one_at_a_time(_listing_get(base), "get"),
+            "save": _one_at_a_time(_masking_outputs(_disk_full_is_507(_after(base, "save", _created))), "save"),
             "copy": _after(base, "copy", _copied),
             "rename_file": _after(base, "rename_file", _renamed),
             "delete_file": _after(base, "delete_file", _deleted),

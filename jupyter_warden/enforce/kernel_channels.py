@@ -305,9 +305,14 @@ class KernelChannelGuard:
     def close_for(self, reason: str) -> None:
         self.closing = True
         self.warden.kernel_connections.discard(self)
-        self._audit("kernel.disconnect", "deny", reason=reason)
-        # A close reason must fit in one control frame (123 bytes).
-        self.websocket_handler.close(POLICY_VIOLATION, reason.encode()[:123].decode("utf-8", "ignore"))
+        try:
+            self._audit("kernel.disconnect", "deny", reason=reason)
+        except Exception as e:  # the store may be what failed: the connection closes all the same (G9)
+            self.log.warning("kernel %s: the disconnect of %s was not audited: %s", self.kernel_id,
+                             self.actor.name, e)
+        finally:
+            # A close reason must fit in one control frame (123 bytes).
+            self.websocket_handler.close(POLICY_VIOLATION, reason.encode()[:123].decode("utf-8", "ignore"))
 
     # -- client to kernel ---------------------------------------------------
 
@@ -565,10 +570,13 @@ class KernelChannelGuard:
         ``stopped``: the kernel was shut down for good (not restarted). The client
         also gets a "dead" status, and its websocket is closed with the reason
         once the kernel is gone from the kernel manager (``recheck``).
-        """
+
+        Each execution still running is lost: its cell gets the notice, then an
+        error ``execute_reply`` (the kernel will never send one), and the audit
+        its outcome, ``lost``.        """
         if self.closing:
             return
-        running = [e["header"] for e in self._executions.values() if "header" in e and not e.get("replied")]
+        running = self._running()
         try:
             for parent in running or [{}]:
                 self._notice(message, parent)
@@ -578,6 +586,42 @@ class KernelChannelGuard:
                 self._to_client("iopub", dead)
         except Exception as e:  # the websocket may be closing too
             self.log.debug("kernel %s: the end notice was not sent: %s", self.kernel_id, e)
+        self._lose(running, message)
+
+    def on_kernel_restarted(self):
+        # jupyter_client's restarter found the kernel dead (a kernel outside the
+        # sandbox, or one whose end the sandbox did not see first).
+        self._lose(self._running(), "The kernel died before it replied; Jupyter restarts it with a fresh state.")
+        parent = getattr(super(), "on_kernel_restarted", None)
+        if parent is not None:
+            parent()
+
+    def on_restart_failed(self):
+        self._lose(self._running(), "The kernel died before it replied, and could not be restarted.")
+        parent = getattr(super(), "on_restart_failed", None)
+        if parent is not None:
+            parent()
+
+    def _running(self) -> list[dict]:
+        """The request headers of this connection's executions that have no reply yet."""
+        return [e["header"] for e in self._executions.values() if "header" in e and not e.get("replied")]
+
+    def _lose(self, running: list[dict], why: str) -> None:
+        for header in running:
+            execution = self._executions.get(header.get("msg_id"), {})
+            if execution.get("replied"):
+                continue
+            execution["replied"] = True
+            self._audit("kernel.execute_reply", "lost", reason=why.strip(),
+                        details={"msg_id": header.get("msg_id"), "sha256": execution.get("sha256")})
+            if self.closing:
+                continue
+            content = {"status": "error", "execution_count": None, "ename": "KernelDied",
+                       "evalue": why.strip(), "traceback": []}
+            try:
+                self._to_client("shell", self.session.msg("execute_reply", content, parent=header))
+            except Exception as e:  # the websocket may be closing too
+                self.log.debug("kernel %s: the lost reply was not sent: %s", self.kernel_id, e)
 
     def _close_stopped(self) -> None:
         """Close this websocket of a kernel that was stopped for good, with why."""

@@ -307,9 +307,14 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
     def close_for(self, reason: str) -> None:
         self.closing = True
         self.warden.document_connections.discard(self)
-        self._audit("document.disconnect", "deny", reason=reason)
-        # A close reason must fit in one control frame (123 bytes).
-        self.close(POLICY_VIOLATION, reason.encode()[:123].decode("utf-8", "ignore"))
+        try:
+            self._audit("document.disconnect", "deny", reason=reason)
+        except Exception as e:  # the store may be what failed: the connection closes all the same (G9)
+            self.log.warning("document %s: the disconnect of %s was not audited: %s", self._room_id,
+                             self.actor.name, e)
+        finally:
+            # A close reason must fit in one control frame (123 bytes).
+            self.close(POLICY_VIOLATION, reason.encode()[:123].decode("utf-8", "ignore"))
 
     # -- client to room -----------------------------------------------------
 

@@ -609,14 +609,16 @@ _PATHS = {
         "post": {
             "summary": "Seal a notebook's tagged cells in place. Needs manage on it and use of the key.",
             "description": "Refused (409) while a real-time collaboration room holds the notebook. "
-                           "Afterwards the notebook's stored Y history and its checkpoints are deleted, "
-                           "so no clear text outlives the sealing. Cells sealed under an older key "
-                           "version are re-sealed under the current one. Audited (notebook.seal).",
+                           "Audited first (notebook.seal); then the notebook's stored Y history and its "
+                           "checkpoints are deleted, so no clear text outlives the sealing, and the sealed "
+                           "notebook replaces it in one rename. Cells sealed under an older key "
+                           "version are re-sealed under the current one.",
             "requestBody": _body("SealRequest"),
             "responses": {
                 "200": _json(_ref("SealResult"), "What was sealed."),
                 "400": E400, "404": E404,
                 "409": _error("A room is open on the notebook, or a sealed cell does not open."),
+                "507": _error("The disk is full; the notebook is unchanged."),
             },
         }
     },
@@ -631,6 +633,7 @@ _PATHS = {
                 "200": _json(_ref("UnsealResult"), "The cells unsealed."),
                 "400": E400, "404": E404,
                 "409": _error("Readers without manage, an open room, or a cell that does not open."),
+                "507": _error("The disk is full; the notebook is unchanged."),
             },
         }
     },

@@ -12,6 +12,11 @@ since they would then read the clear source.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+
+import nbformat
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import ensure_async
 from tornado import web
@@ -33,6 +38,8 @@ from ..sealed import (
     unseal_notebook,
 )
 from ..sealed.documents import HistoryError, history_store, open_rooms, purge_history
+from ..sealed.notebook import write_atomically
+from ..secrets.masking import mask_notebook
 from ..sealed.keyring import _key_name
 from .base import WardenAPIHandler
 
@@ -174,12 +181,48 @@ class _InPlaceHandler(_KeyRingHandler):
                         f"'{path}' can't be opened as a notebook: {e.log_message}", details)
         return model["content"]
 
-    async def save(self, path: str, nb) -> None:
+    async def delete_checkpoints(self, path: str) -> None:
+        """Checkpoints are copies of the notebook from before: for a seal, they hold its clear source."""
         cm = self.contents_manager
-        await ensure_async(cm.save({"type": "notebook", "format": "json", "content": nb}, path))
-        # Checkpoints are copies of the notebook from before: they hold its clear source.
         for checkpoint in await ensure_async(cm.list_checkpoints(path)):
             await ensure_async(cm.delete_checkpoint(checkpoint["id"], path))
+
+    async def replace(self, path: str, nb, details: dict) -> None:
+        """Put ``nb`` in place of the notebook whole, or leave the old one whole.
+
+        jupyter_server's own save writes over the file in place, after copying
+        the old one aside as ``.~NAME``: a server killed meanwhile leaves a
+        half-written notebook (undone at its next read) and, for a seal, that
+        clear copy beside it. Here the notebook is written as the contents
+        manager would write it (signed if it was trusted, vault values masked)
+        to a temporary file, then renamed over the old one, keeping its owner
+        and mode. Contents managers that are not file-based get their own save.
+        """
+        cm = self.contents_manager
+        get_os_path = getattr(cm, "_get_os_path", None)
+        if get_os_path is None:
+            await ensure_async(cm.save({"type": "notebook", "format": "json", "content": nb}, path))
+            return
+        os_path = os.path.realpath(get_os_path(path))
+        nb = nbformat.from_dict(nb)
+        cm.check_and_sign(nb, path)
+        channels = getattr(self.warden, "vault_channels", None)
+        if channels is not None:
+            mask_notebook(nb, channels.saved_masker)
+        try:
+            st = os.stat(os_path)
+            write_atomically(os_path, nbformat.writes(nb, version=nbformat.NO_CONVERT) + "\n",
+                             mode=stat.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid))
+        except OSError as e:
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            message = (f"'{path}' was not changed: {'the disk is full' if full else 'it could not be written'} "
+                       f"({os.strerror(e.errno) if e.errno else e}). The notebook is as it was.")
+            self.log.error("jupyter-warden: %s", message)
+            self.audit(self.action, "error", path, reason=message, details=details)
+            raise web.HTTPError(507 if full else 500, message) from None
+        manager = self.settings.get("file_id_manager")
+        if manager is not None:
+            manager.save(path)
 
     def purge(self, path: str) -> int:
         try:
@@ -216,17 +259,24 @@ class SealHandler(_InPlaceHandler):
             self.refuse(400, path, str(e), details)
         except (UnsealError, PlaceholderError) as e:
             self.refuse(409, path, f"a cell already sealed does not open: {e}", details)
-        # A room opened while the cells were being sealed would hold the clear text.
-        self.check_no_room(path, details)
-        if report.changed:
-            await self.save(path, nb)
-        purged = self.purge(path)
         result = {
             "path": path, "key": key, "sealed": report.sealed, "resealed": report.resealed,
-            "unchanged": report.unchanged, "history_purged": purged,
+            "unchanged": report.unchanged,
         }
+        # The decision is recorded before anything changes (G8). Then the clear
+        # copies go (checkpoints, stored Y history), then the sealed notebook
+        # replaces the old one in one rename: a server killed at any point
+        # leaves the old notebook or the sealed one, and never a sealed
+        # notebook beside clear copies of its cells.
         self.audit(self.action, "allow", path, details={**details, **{k: v for k, v in result.items() if v}})
-        self.reply(result)
+        await self.delete_checkpoints(path)
+        # A room opened meanwhile would hold the clear text. From this check to
+        # the rename nothing yields to the event loop, so none can open between.
+        self.check_no_room(path, details)
+        purged = self.purge(path)
+        if report.changed:
+            await self.replace(path, nb, details)
+        self.reply({**result, "history_purged": purged})
 
 
 class UnsealHandler(_InPlaceHandler):
@@ -287,7 +337,9 @@ class UnsealHandler(_InPlaceHandler):
             opened = unseal_notebook(nb, self.ring)
         except (KeyRingError, UnsealError, PlaceholderError) as e:
             self.refuse(409, path, str(e), details)
-        self.check_no_room(path, details)
-        await self.save(path, nb)
-        self.audit(self.action, "allow", path, details={**details, "cells": opened})
+        details["cells"] = opened
+        self.audit(self.action, "allow", path, details=details)  # before the change (G8)
+        await self.delete_checkpoints(path)
+        self.check_no_room(path, details)  # nothing yields from here to the rename
+        await self.replace(path, nb, details)
         self.reply({"path": path, "unsealed": opened})

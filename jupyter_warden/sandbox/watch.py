@@ -48,6 +48,9 @@ class AccessWatch:
         self.warden, self.interval = warden, interval
         self._kernels: dict[str, object] = {}  # kernel id -> its SandboxProvisioner
         self._checked: dict[str, _FullCheck] = {}  # kernel id -> its last full check
+        # kernel id -> its owner as of the policy version of that check (a change of their
+        # account, groups or admin flag bumps the version, and so brings a fresh look)
+        self._actors: dict[str, tuple[int | None, Actor]] = {}
         self._timer: PeriodicCallback | None = None
         self._window_timer = None  # (IOLoop, its timeout) at the nearest time-window boundary
         self._window_at: dt.datetime | None = None
@@ -61,12 +64,14 @@ class AccessWatch:
     def discard(self, kernel_id: str) -> None:
         self._kernels.pop(kernel_id, None)
         self._checked.pop(kernel_id, None)
+        self._actors.pop(kernel_id, None)
         if not self._kernels:
             self.stop()
 
     def stop(self) -> None:
         self._kernels.clear()
         self._checked.clear()
+        self._actors.clear()
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
@@ -95,14 +100,19 @@ class AccessWatch:
         actor, launch = provisioner.actor, provisioner.launch
         if actor is None or launch is None:
             return None
+        version, now = self.warden.engine.version(), time.monotonic()
         if not actor.link_id:
-            account = self.warden.accounts.get_user(actor.name)
-            if account is None:
-                return f"the account {actor.name} was removed"
-            actor = Actor.for_account(account)
+            known = self._actors.get(kernel_id)
+            if known is not None and known[0] == version:
+                actor = known[1]  # no store read while nothing changed
+            else:
+                account = self.warden.accounts.get_user(actor.name)
+                if account is None:
+                    return f"the account {actor.name} was removed"
+                actor = Actor.for_account(account)
+                self._actors[kernel_id] = (version, actor)
         if actor.admin:
             return None
-        version, now = self.warden.engine.version(), time.monotonic()
         last = self._checked.get(kernel_id)
         every_path = (last is None or last.version != version or last.subjects != actor.subjects_key
                       or now - last.at >= FULL_CHECK_INTERVAL

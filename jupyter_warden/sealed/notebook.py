@@ -130,12 +130,21 @@ def sealed_cells(nb) -> list:
     return [s for s in (parse_placeholder(_source(c)) for c in nb.get("cells", [])) if s is not None]
 
 
-def write_atomically(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, fsync, rename."""
+def write_atomically(path: str | os.PathLike, text: str, mode: int = 0o644,
+                     owner: tuple[int, int] | None = None) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, fsync, rename.
+
+    At every instant ``path`` holds the old text or the new, never a part: a
+    process killed meanwhile leaves at most the hidden temporary file
+    (``.NAME.*.tmp``), holding a part of the new text. ``owner`` is a (uid,
+    gid) for the new file (a file replaced in place keeps its owner).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, mode)
+        if owner is not None and (owner[0] != os.geteuid() or owner[1] != os.getegid()):
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)  # after chown, which may clear set-id bits
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -144,6 +153,12 @@ def write_atomically(path: str | os.PathLike, text: str, mode: int = 0o644) -> N
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # The rename itself is on disk once the folder is.
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def notebook_json(nb) -> str:
