@@ -493,7 +493,13 @@ async def test_a_dead_host_takes_only_its_kernels_and_new_hosts_join(pool):
     # A host added while everything runs gets new kernels.
     pool.add_host(3)
     landed = {pool.host_of(start_kernel(pool, "bob", f"course/new{i}.ipynb")) for i in range(2)}
-    assert 3 in landed
+    assert 3 in landed and 2 not in landed
+    # A live host taken out of the list gets none, and keeps the kernels it runs.
+    pool.unlist_host(1)
+    landed = {pool.host_of(start_kernel(pool, "bob", f"course/later{i}.ipynb")) for i in range(2)}
+    assert landed == {3}
+    reply, outputs = await survivor.execute("print(6 * 7)")
+    assert stdout(outputs) == "42\n"
     for client in (survivor, again):
         client.ws.close()
 
