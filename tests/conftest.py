@@ -12,6 +12,7 @@ import json
 import os
 import re
 import uuid
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -61,6 +62,22 @@ def database_contents(url: str) -> bytes:
     if url.startswith("sqlite") and path:
         contents += open(path, "rb").read()
     return contents
+
+
+@pytest.fixture(scope="session")
+def labextensions(tmp_path_factory):
+    """A labextensions folder holding the built JupyterLab extension under its package name.
+
+    One for the whole session, shared by every browser test module: jupyter_server's
+    FileFindHandler caches the file behind each static path process-wide, by path alone,
+    so a second folder for the same extension would be refused (403) as outside its roots.
+    """
+    built = Path(__file__).resolve().parent.parent / "jupyter_warden" / "labextension"
+    if not (built / "package.json").exists():
+        pytest.fail(f"{built} is not built: run `jlpm install && jlpm build:prod` (make venv does)")
+    folder = tmp_path_factory.mktemp("labextensions")
+    (folder / "jupyter-warden").symlink_to(built)
+    return folder
 
 
 @pytest.fixture

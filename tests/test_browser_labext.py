@@ -22,7 +22,6 @@ from playwright.async_api import async_playwright
 from conftest import auth
 from test_browser_signin import CHROMIUM, LAUNCH_ARGS
 
-LABEXTENSION = Path(__file__).resolve().parent.parent / "jupyter_warden" / "labextension"
 
 NOTEBOOK = {
     "cells": [
@@ -34,16 +33,6 @@ NOTEBOOK = {
     "nbformat": 4,
     "nbformat_minor": 5,
 }
-
-
-@pytest.fixture(scope="session")
-def labextensions(tmp_path_factory):
-    """A labextensions folder holding the built extension under its package name."""
-    if not (LABEXTENSION / "package.json").exists():
-        pytest.fail(f"{LABEXTENSION} is not built: run `jlpm install && jlpm build:prod` (make venv does)")
-    folder = tmp_path_factory.mktemp("labextensions")
-    (folder / "jupyter-warden").symlink_to(LABEXTENSION)
-    return folder
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser_labext import cell_text, first_cell, lab, labextensions, shots  # noqa: F401
-
-pytestmark = pytest.mark.usefixtures("labextensions")
+from test_browser_labext import cell_text, first_cell, lab, shots  # noqa: F401
 
 TEXT = "answer = 6 * 7\nanswer"
 
@@ -40,7 +38,7 @@ def collaboration_labextensions(tmp_path_factory):
 
 
 @pytest.fixture
-def extra_server_config(labextensions, collaboration_labextensions, tmp_path):  # noqa: F811
+def extra_server_config(labextensions, collaboration_labextensions, tmp_path):
     return {"LabApp": {"extra_labextensions_path": [str(labextensions), str(collaboration_labextensions)]},
             "YDocExtension": {"document_save_delay": 0.2},
             "SQLiteYStore": {"db_path": str(tmp_path / "ystore.db")}}
