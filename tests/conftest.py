@@ -225,3 +225,22 @@ class Browser:
             body=body,
             headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
         )
+
+
+# Some test servers' event loops close with an AnyIO worker thread still waiting
+# for work (jupyter_server runs file calls in them): a non-daemon thread that its
+# root task's end never stopped, so the interpreter would wait for it forever
+# after the last test. Once pytest has reported, leave with its exit status.
+def pytest_sessionfinish(session, exitstatus):
+    session.config._warden_exitstatus = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    status = getattr(config, "_warden_exitstatus", None)
+    if status is not None:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
