@@ -26,6 +26,8 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from conftest import fresh_database
+
 from jupyter_warden.sandbox import bubblewrap_problem
 
 requests = pytest.importorskip("requests")
@@ -171,29 +173,6 @@ def _cache_args(args: str, db_url: str, sandbox: str = "none") -> str:
             f"{'--Warden.db_url=' + db_url!r}]")
 
 
-@contextlib.contextmanager
-def _warden_db(state: Path):
-    """The warden server's database: SQLite in its state, or a fresh one on WARDEN_TEST_POSTGRES."""
-    postgres = os.environ.get("WARDEN_TEST_POSTGRES")
-    if not postgres:
-        yield f"sqlite:///{state / 'warden.db'}"
-        return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin_url = make_url(postgres).set(drivername="postgresql+psycopg")
-    name = f"warden_hub_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def _folders(root: Path, files: dict[str, str]) -> None:
     for folder, text in files.items():
         (root / folder).mkdir(parents=True)
@@ -204,11 +183,11 @@ def _folders(root: Path, files: dict[str, str]) -> None:
 def hub(tmp_path_factory):
     """The course setup: the warden as the instructor's server, students in the hub group cs101."""
     base = tmp_path_factory.mktemp("hub")
-    course, home, state = base / "course", base / "home", base / "warden-state"
+    course, home, state = base / "course", base / "home", base / "state"
     _folders(course, {"lectures": "week one", "solutions": "the answer is 42",
                       "homework/alice": "alice's homework", "homework/bob": "bob's homework"})
     db = contextlib.ExitStack()
-    db_url = db.enter_context(_warden_db(state))
+    db_url = db.enter_context(fresh_database(base))  # in base/state on SQLite
     settings = f"""
 c.Authenticator.admin_users = {{"hubadmin"}}
 c.JupyterHub.load_groups = {{"cs101": {{"users": ["alice", "bob", "carol"]}}, "tas": {{"users": []}}}}
@@ -553,11 +532,11 @@ def test_a_browser_signs_in_through_the_hub_and_sees_only_its_grants(course):
 def team(tmp_path_factory):
     """The team setup: the warden as the hub's managed service `team`, for the hub group `team`."""
     base = tmp_path_factory.mktemp("team")
-    root, home, state = base / "team", base / "home", base / "warden-state"
+    root, home, state = base / "team", base / "home", base / "state"
     _folders(root, {"shared": "for the whole team", "projects/x": "project x, ann only"})
     home.mkdir()
     db = contextlib.ExitStack()
-    db_url = db.enter_context(_warden_db(state))
+    db_url = db.enter_context(fresh_database(base))  # in base/state on SQLite
     settings = f"""
 c.JupyterHub.load_groups = {{"team": {{"users": ["lead", "ann", "tom"]}}}}
 c.Authenticator.admin_users = {{"hubadmin"}}
