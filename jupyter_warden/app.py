@@ -244,6 +244,17 @@ class Warden(ExtensionApp):
         connection is closed (1008) and audited.""",
     ).tag(config=True)
 
+    kernel_iopub_queue = Int(
+        10_000,
+        help="""How many output (IOPub) messages of a local kernel the server's
+        ZMQ socket holds while the server is busy (ZMQ's high-water mark; 0 for
+        no limit). Messages past it are dropped by ZMQ, silently, status
+        messages included. Stock ZMQ holds 1,000, which the small buffers of the
+        ipc transport made lossy: a cell printing fast lost lines, and
+        sometimes the idle status that ends its busy state. The memory this can
+        take is this many times the size of the kernel's messages.""",
+    ).tag(config=True)
+
     kernel_max_incoming_bytes = Int(
         10 * 1024 * 1024,
         help="""The largest message a client may send on a kernel websocket, in
@@ -534,7 +545,7 @@ class Warden(ExtensionApp):
 
     def _install_kernel_transport(self, serverapp):
         secure_runtime_dir(serverapp.runtime_dir, self.log)
-        self.transport = KernelTransport(self.kernel_transport, self.log)
+        self.transport = KernelTransport(self.kernel_transport, self.log, self.kernel_iopub_queue)
         serverapp.kernel_manager_class = private_transport_kernel_manager(
             serverapp.kernel_manager_class, self.transport
         )

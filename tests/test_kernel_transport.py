@@ -213,6 +213,28 @@ class TestIpc:
         assert not [n for n in os.listdir(warden.transport.socket_dir) if kernel_id in n]
 
 
+    async def test_the_servers_iopub_sockets_queue_what_a_fast_cell_prints(
+        self, jp_fetch, jp_ws_fetch, jp_serverapp, warden, alice
+    ):
+        # ZMQ's stock 1,000 messages dropped lines (and idle statuses) of a
+        # fast-printing cell on ipc; every IOPub socket of the server holds
+        # c.Warden.kernel_iopub_queue messages instead.
+        assert warden.kernel_iopub_queue == 10_000
+        made = await start_kernel(jp_fetch, alice)
+        kernel_id = json.loads(made.body)["kernel"]["id"]
+        ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", headers=auth(alice))
+        try:
+            [connection] = [c for c in warden.kernel_connections._open if c.kernel_id == kernel_id]
+            iopub = connection.channels["iopub"].socket
+            assert iopub.socket_type == zmq.SUB and iopub.rcvhwm == 10_000
+            activity = jp_serverapp.kernel_manager.get_kernel(kernel_id)._activity_stream.socket
+            assert activity.rcvhwm == 10_000
+            # The other channels keep ZMQ's defaults.
+            assert connection.channels["shell"].socket.rcvhwm == 1000
+        finally:
+            ws.close()
+
+
 class TestCurveRequired:
     @pytest.fixture
     def warden_config(self):

@@ -72,7 +72,7 @@ def check_private_file(path: str | Path, what: str) -> None:
 class KernelTransport:
     """The chosen transport of one server, and its private socket folder."""
 
-    def __init__(self, mode: str, log):
+    def __init__(self, mode: str, log, iopub_queue: int = 10_000):
         if mode not in MODES:
             raise TransportError(f"kernel_transport must be one of {', '.join(MODES)}, not {mode!r}")
         if mode == "curve" and not curve_available():
@@ -82,6 +82,7 @@ class KernelTransport:
             )
         self.mode = mode
         self.log = log
+        self.iopub_queue = iopub_queue
         self._socket_dir: str | None = None
         if mode == "tcp":
             log.warning(
@@ -94,6 +95,27 @@ class KernelTransport:
         if self.mode != "auto":
             return self.mode
         return "curve" if curve_available() and supports_curve(kernel_spec) else "ipc"
+
+    def _deepen_iopub(self, km) -> None:
+        """Let the server's IOPub sockets of this kernel hold ``iopub_queue`` messages.
+
+        IOPub is publish/subscribe: ZMQ drops what doesn't fit, and at its
+        stock 1,000 messages (and the small buffers of Unix sockets) a cell
+        that prints fast lost lines, and sometimes the idle status that ends
+        its busy state, whenever the server fell behind for a moment. Every
+        IOPub socket the server opens (websockets, jupyter_server's activity
+        watch) comes from ``connect_iopub``.
+        """
+        connect = km.connect_iopub
+        queue = self.iopub_queue
+
+        def connect_iopub(identity=None):
+            stream = connect(identity=identity)  # a ZMQStream, on jupyter_server's managers
+            # libzmq applies a new high-water mark to the pipe the connect made.
+            getattr(stream, "socket", stream).rcvhwm = queue
+            return stream
+
+        km.connect_iopub = connect_iopub
 
     @property
     def socket_dir(self) -> str:
@@ -122,6 +144,7 @@ class KernelTransport:
                     f"kernel socket paths under {self.socket_dir} are too long for "
                     "Unix sockets; set TMPDIR to a shorter folder"
                 )
+        self._deepen_iopub(km)
         write = km.write_connection_file
 
         # Checked before the kernel process exists, so a file others could read
