@@ -300,6 +300,58 @@ async def test_execution_audit(jp_fetch, connect, warden, people):
     assert warden.audit.verify().ok
 
 
+async def _running_cell(client) -> str:
+    msg_id = await client.send("shell", "execute_request", {
+        "code": "import time\nprint('started', flush=True)\ntime.sleep(600)", "silent": False})
+    while True:
+        msg = await client.recv(60)
+        assert msg is not None, "the socket closed"
+        if msg["msg_type"] == "stream" and "started" in msg["content"]["text"]:
+            return msg_id
+
+
+async def _stopped_reply(client, msg_id) -> tuple[dict, str]:
+    """The aborted reply to ``msg_id`` and the notice before it."""
+    notice = None
+    while True:
+        msg = await client.recv(60)
+        assert msg is not None, "the socket closed before the reply"
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream" and msg["content"]["text"].startswith("[jupyter-warden]"):
+            notice = msg["content"]["text"]
+        elif msg["msg_type"] == "execute_reply":
+            return msg["content"], notice
+
+
+async def test_a_restart_or_shutdown_mid_cell_aborts_it_and_records_who(jp_fetch, connect, warden, people):
+    # A kernel stops without replying to the cell it runs: the warden replies for it.
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect(kernel, people["alice"])
+    running = await _running_cell(alice)
+    restarted = await requester(jp_fetch, people["alice"])("api", "kernels", kernel, "restart",
+                                                         method="POST", body="")
+    assert restarted.code == 200
+    reply, notice = await _stopped_reply(alice, running)
+    assert reply["status"] == "aborted", reply
+    assert notice.strip() == ("[jupyter-warden] The kernel was restarted by alice before this cell "
+                              "finished; it was not completed.")
+    [outcome] = [r for r in records(warden, "kernel.execute_reply", "alice") if r.details["msg_id"] == running]
+    assert outcome.outcome == "aborted" and outcome.reason == notice.strip()
+    assert outcome.details["kernel"] == kernel and outcome.path == NB
+
+    # carol manages the folder: she may shut alice's kernel down, and is named.
+    alice = await connect(kernel, people["alice"])
+    running = await _running_cell(alice)
+    stopped = await requester(jp_fetch, people["carol"])("api", "kernels", kernel, method="DELETE")
+    assert stopped.code == 204
+    reply, notice = await _stopped_reply(alice, running)
+    assert reply["status"] == "aborted" and "shut down by carol" in notice
+    [outcome] = [r for r in records(warden, "kernel.execute_reply", "alice") if r.details["msg_id"] == running]
+    assert outcome.outcome == "aborted" and "shut down by carol" in outcome.reason
+    assert warden.audit.verify().ok
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_share_then_revoke_mid_connection(jp_fetch, connect, warden, people, protocol):
     kernel = await start_kernel(jp_fetch, people["alice"])

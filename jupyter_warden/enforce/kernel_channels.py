@@ -606,18 +606,33 @@ class KernelChannelGuard:
         """The request headers of this connection's executions that have no reply yet."""
         return [e["header"] for e in self._executions.values() if "header" in e and not e.get("replied")]
 
-    def _lose(self, running: list[dict], why: str) -> None:
+    def executions_stopped(self, why: str) -> None:
+        """The kernel was restarted or shut down on request: each running execution is aborted.
+
+        The kernel will never reply to them; each gets the notice, an
+        ``aborted`` reply, and its outcome in the audit, ``aborted``, with who
+        stopped it."""
+        running = self._running()
+        if not self.closing:
+            for parent in running:
+                self._notice(why, parent)
+        self._lose(running, why, outcome="aborted")
+
+    def _lose(self, running: list[dict], why: str, outcome: str = "lost") -> None:
         for header in running:
             execution = self._executions.get(header.get("msg_id"), {})
             if execution.get("replied"):
                 continue
             execution["replied"] = True
-            self._audit("kernel.execute_reply", "lost", reason=why.strip(),
+            self._audit("kernel.execute_reply", outcome, reason=why.strip(),
                         details={"msg_id": header.get("msg_id"), "sha256": execution.get("sha256")})
             if self.closing:
                 continue
-            content = {"status": "error", "execution_count": None, "ename": "KernelDied",
-                       "evalue": why.strip(), "traceback": []}
+            if outcome == "aborted":
+                content = {"status": "aborted", "execution_count": None}
+            else:
+                content = {"status": "error", "execution_count": None, "ename": "KernelDied",
+                           "evalue": why.strip(), "traceback": []}
             try:
                 self._to_client("shell", self.session.msg("execute_reply", content, parent=header))
             except Exception as e:  # the websocket may be closing too
@@ -880,6 +895,12 @@ class KernelConnections:
         for connection in list(self._open):
             if connection.kernel_id == kernel_id:
                 connection.kernel_ended(message, stopped)
+
+    def executions_stopped(self, kernel_id: str, why: str) -> None:
+        """A kernel was restarted or shut down on request: its running executions are aborted."""
+        for connection in list(self._open):
+            if connection.kernel_id == kernel_id:
+                connection.executions_stopped(why)
 
     def stop(self) -> None:
         if self._timer is not None:

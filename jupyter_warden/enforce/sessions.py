@@ -37,6 +37,11 @@ def _gateway_allowed_envs() -> list[str]:
     return [n for n in GatewayClient.instance().allowed_envs.split(",") if not n.startswith("KERNEL_")]
 
 
+def _stopped_by(what: str, actor: Actor | None) -> str:
+    who = f"by {actor.name}" if actor is not None else "by the server"
+    return f"[jupyter-warden] The kernel was {what} {who} before this cell finished; it was not completed."
+
+
 def owning_kernel_manager(base: type) -> type:
     """A subclass of the configured kernel manager that records and filters by owner."""
 
@@ -91,7 +96,16 @@ def owning_kernel_manager(base: type) -> type:
         async def restart_kernel(self, kernel_id, *args, **kwargs):
             # A restart asked for here is not a lost kernel (GuardedGatewayConnection).
             self.__dict__.setdefault("_restarts", {})[kernel_id] = time.monotonic()
-            return await ensure_async(super().restart_kernel(kernel_id, *args, **kwargs))
+            why = _stopped_by("restarted", _requester())
+            restarted = await ensure_async(super().restart_kernel(kernel_id, *args, **kwargs))
+            self._executions_stopped(kernel_id, why)
+            return restarted
+
+        def _executions_stopped(self, kernel_id: str, why: str) -> None:
+            """The cells running on a kernel that was restarted or shut down never get a reply."""
+            connections = getattr(getattr(self, "warden_app", None), "kernel_connections", None)
+            if connections is not None:
+                connections.executions_stopped(kernel_id, why)
 
         def restart_requested(self, kernel_id: str, within: float = 60.0) -> bool:
             at = self.__dict__.get("_restarts", {}).get(kernel_id)
@@ -126,7 +140,17 @@ def owning_kernel_manager(base: type) -> type:
             if pool is not None and kernel_id in self.__dict__.get("_culling", ()):
                 # Only the culler shuts a kernel down while it checks it: an idle cull.
                 pool.culled(kernel_id, self.cull_idle_timeout, self.owner_of(kernel_id))
-            return super().shutdown_kernel(kernel_id, *args, **kwargs)  # sync or async, as the base
+            why = _stopped_by("shut down", _requester())
+            stopped = super().shutdown_kernel(kernel_id, *args, **kwargs)  # sync or async, as the base
+            if inspect.isawaitable(stopped):
+                return self._after_shutdown(stopped, kernel_id, why)
+            self._executions_stopped(kernel_id, why)
+            return stopped
+
+        async def _after_shutdown(self, stopping, kernel_id: str, why: str):
+            stopped = await stopping
+            self._executions_stopped(kernel_id, why)
+            return stopped
 
     WardenKernelManager.__name__ = WardenKernelManager.__qualname__ = "Warden" + base.__name__
     return WardenKernelManager
