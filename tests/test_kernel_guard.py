@@ -266,6 +266,44 @@ async def test_output_caps(jp_fetch, connect, warden, people, protocol):
     assert stdout(outputs) == "fine\n"
 
 
+async def test_replies_leave_at_once_and_bursts_of_output_are_coalesced(jp_fetch, connect, warden, people,
+                                                                       monkeypatch):
+    from jupyter_warden.enforce.kernel_channels import _Pacing
+
+    # Wider than the defaults (16 messages in 5 ms), so a loaded machine still makes a burst.
+    monkeypatch.setattr(_Pacing, "BURST", 10)
+    monkeypatch.setattr(_Pacing, "WINDOW", 0.05)
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect(kernel, people["alice"], "v1")
+    tcp = open_connection(warden, "alice").websocket_handler.ws_connection.stream.socket
+
+    def nodelay() -> bool:
+        return tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+    assert nodelay()  # stock leaves Nagle on: a reply's last frames wait for a delayed ACK
+    await until(lambda: not open_connection(warden, "alice")._pacing._coalescing)  # the connect's own messages
+    await asyncio.sleep(2 * _Pacing.WINDOW)
+    reply, _ = await alice.execute("6 * 7")
+    assert reply["content"]["status"] == "ok" and nodelay()  # a reply's few frames: still at once
+    msg_id = await alice.send("shell", "execute_request", {
+        "code": "for i in range(500): print(i, flush=True)", "silent": False})
+    states, lines, idle, replied = set(), 0, False, False
+    while not (idle and replied):
+        msg = await alice.recv()
+        states.add(nodelay())
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            lines += msg["content"]["text"].count("\n")
+        idle = idle or (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle")
+        replied = replied or msg["msg_type"] == "execute_reply"
+    assert lines == 500
+    assert False in states  # coalesced while the cell printed
+    await until(nodelay, timeout=2, what=lambda: "Nagle still on after the output stopped")
+    reply, _ = await alice.execute("1 + 1")
+    assert reply["content"]["status"] == "ok" and nodelay()
+
+
 async def test_execution_audit(jp_fetch, connect, warden, people):
     kernel = await start_kernel(jp_fetch, people["alice"])
     alice = await connect(kernel, people["alice"], "v1")
