@@ -76,6 +76,15 @@ export interface IPrincipals {
 }
 
 /** A refused or failed request; `message` is the server's sentence. */
+/** Why a kernel ended without its user asking (GET /api/warden/kernels/ID/exit). */
+export interface IKernelExit {
+  kernel: string;
+  cause: string;
+  message: string;
+  exit_code: number | null;
+  at: string;
+}
+
 export class WardenError extends Error {
   constructor(
     readonly status: number,
@@ -153,6 +162,14 @@ export const api = {
     send<ISecret>('POST', `secrets/${encodeURIComponent(name)}/grants`, { subject }),
   revokeSecret: (name: string, subject: string) =>
     request<void>(`secrets/${encodeURIComponent(name)}/grants`, { subject }, { method: 'DELETE' }),
+  /** Why a kernel ended; null when it ended as asked (shutdown, restart) or is not the user's. */
+  kernelExit: (id: string) =>
+    request<IKernelExit>(`kernels/${encodeURIComponent(id)}/exit`).catch(e => {
+      if (e instanceof WardenError && e.status === 404) {
+        return null;
+      }
+      throw e;
+    }),
   audit: (path: string, limit = 200) =>
     request<{ records: IAuditRecord[] }>('audit', { path, limit }).then(r => r.records)
 };

@@ -2,14 +2,14 @@
 // badge in the toolbar, the labels' banners and a notice above the cells,
 // cells that can't be edited without write, no kernel without run, and
 // sealed cells shown as cards (sealed.ts).
-import { ISessionContext, ToolbarButton } from '@jupyterlab/apputils';
+import { ISessionContext, Notification, ToolbarButton } from '@jupyterlab/apputils';
 import { Cell } from '@jupyterlab/cells';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, NotebookPanel } from '@jupyterlab/notebook';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { Widget } from '@lumino/widgets';
 
-import { can, IPermissions } from './api';
+import { api, can, IKernelExit, IPermissions } from './api';
 import { SEALED, SealedCards } from './sealed';
 import { createBadge, createHeader, showBadge, showHeader } from './status';
 import { AccessFeed, PermissionWatcher } from './watcher';
@@ -153,6 +153,15 @@ class KernelGate {
   ) {
     const pref = session.kernelPreference;
     this._wanted = pref.shouldStart !== false && pref.canStart !== false;
+    // A kernel that the server stopped (a limit, its age, idle, lost access):
+    // the cell that ran saw why, but a user who was away, or whose cells were
+    // idle, would see only a dead or missing kernel. Ask the server why.
+    session.statusChanged.connect((_, status) => {
+      if (status === 'dead' || status === 'restarting') {
+        void this._explain(session.session?.kernel?.id);
+      }
+    });
+    session.kernelChanged.connect((_, change) => void this._explain(change.oldValue?.id));
     // JupyterLab never starts a kernel itself here; `allow` does.
     session.kernelPreference = { ...pref, shouldStart: false, canStart: false };
   }
@@ -196,6 +205,27 @@ class KernelGate {
     }
   }
 
+  private async _explain(kernelId: string | undefined): Promise<void> {
+    if (!kernelId) {
+      return;
+    }
+    const asked = Date.now();
+    let end: IKernelExit | null;
+    try {
+      end = await api.kernelExit(kernelId);
+    } catch {
+      return; // the server is away; its own notices still reach running cells
+    }
+    // Once per end; an end long before (then a restart asked for) is old news.
+    const key = `${end?.kernel}@${end?.at}`;
+    if (!end || KernelGate._told.has(key) || asked - Date.parse(end.at) > 120_000) {
+      return;
+    }
+    KernelGate._told.add(key);
+    Notification.warning(end.message.replace(/^\[jupyter-warden\] /, ''), { autoClose: false });
+  }
+
+  private static _told = new Set<string>();
   private _wanted: boolean;
   private _allowed = false;
   private _starting = false;

@@ -512,3 +512,23 @@ async def test_a_text_file_shows_its_level_and_follows_a_grant_through_the_event
         await page.keyboard.press("End")
         await page.keyboard.type(" and more")
         assert "meeting notes and more" in await editor.inner_text()
+
+
+@pytest.mark.parametrize("warden_config", [{"kernel_max_age": 12}])
+async def test_a_kernel_the_server_stopped_is_explained_in_the_page(lab, make_user, warden, tmp_path, warden_config):
+    # Sandboxed (the default): the sandbox stops a kernel at its maximum age,
+    # here with no cell running, so no cell shows why; the page asks the server.
+    assert warden.sandbox_runner is not None, "the sandbox is needed here: run as root with bubblewrap"
+    async with lab as open_as:
+        make_user("bob")
+        warden.policy.grant("shared/nb.ipynb", "user:bob", "read-run")
+        page = await open_as("bob")
+        await page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        toast = page.locator(".Toastify__toast", has_text="maximum kernel age")
+        await toast.wait_for(timeout=60_000)
+        text = await toast.inner_text()
+        assert "c.Warden.kernel_max_age" in text and "[jupyter-warden]" not in text, text
+        await page.screenshot(path=str(tmp_path / "kernel-stopped.png"))  # with the notification
+        # Said once, however many ways the page learns of the end.
+        await page.wait_for_timeout(2000)
+        assert await page.locator(".Toastify__toast", has_text="maximum kernel age").count() == 1
