@@ -528,7 +528,7 @@ async def test_a_kernel_the_server_stopped_is_explained_in_the_page(lab, make_us
         await toast.wait_for(timeout=60_000)
         text = await toast.inner_text()
         assert "c.Warden.kernel_max_age" in text and "[jupyter-warden]" not in text, text
-        await page.screenshot(path=str(tmp_path / "kernel-stopped.png"))  # with the notification
         # Said once, however many ways the page learns of the end.
         await page.wait_for_timeout(2000)
         assert await page.locator(".Toastify__toast", has_text="maximum kernel age").count() == 1
+        await page.screenshot(path=str(tmp_path / "kernel-stopped.png"))  # with the notification
