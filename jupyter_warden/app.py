@@ -601,6 +601,8 @@ class Warden(ExtensionApp):
         self.kernel_shares.on_revoke.append(self.kernel_connections.recheck)
         # The same registry and timer, for collaboration websockets (enforce/rtc.py).
         self.document_connections = KernelConnections(self.document_recheck_interval)
+        # Who wrote to each document's room (policy subjects): what its saves are masked for.
+        self.document_writers: dict[str, set[str]] = {}
         self.kernel_ends = KernelEnds()
         # Pages follow access changes through the event bus (enforce/events.py).
         self.serverapp.event_logger.register_event_schema(ACCESS_SCHEMA)

@@ -52,7 +52,8 @@ async def test_a_collaboration_save_masks_handed_out_values(jp_fetch, jp_http_po
     (jp_root_dir / NB).write_text(json.dumps(NOTEBOOK))
     token = make_user("alice")
     warden.policy.grant("course", "user:alice", "read-write")
-    warden.vault_channels.remember("a-kernel", VALUE)  # as the vault channel does on a read
+    # As the vault channel does when alice's kernel reads it: a value of hers.
+    warden.vault_channels.remember("a-kernel", VALUE, subject="user:alice")
     response = await jp_fetch("api", "collaboration", "session", NB, method="PUT", headers=auth(token),
                               body=json.dumps({"format": "json", "type": "notebook"}))
     data = json.loads(response.body)
@@ -279,9 +280,9 @@ async def test_a_printed_secret_is_masked_everywhere_a_typed_one_only_in_the_fil
     assert SECRET in await document("bob", timeline_fork)
     assert not leaked((jp_root_dir / RUN_NB).read_text())
 
-    # Known limit (docs/secrets.md): saves mask every value this server handed out, to anyone. So a
-    # user granted nothing who may write some notebook can test guesses: the one the save masks is
-    # a value handed out. bob saves three guesses in a notebook of his own and reads them back.
+    # A save is masked for its saver's own values, never for every value handed out: else anyone
+    # who may write some notebook could save guesses and read back which one the save masked.
+    # bob, granted nothing, saves three guesses in a notebook of his own and reads them back.
     (jp_root_dir / "bobs").mkdir()
     warden.policy.grant("bobs", "user:bob", "read-write")
     guesses = ["hunter2", SECRET, "Pa55w0rd"]
@@ -292,4 +293,13 @@ async def test_a_printed_secret_is_masked_everywhere_a_typed_one_only_in_the_fil
                            body=json.dumps({"type": "notebook", "format": "json", "content": probe}))
     assert saved.code == 201
     back = json.loads(await get("bob", "files", "bobs", "probe.ipynb"))
+    assert "".join(back["cells"][0]["outputs"][0]["text"]).split("\n") == guesses  # nothing told
+    # The same save by alice, who was handed the value, is masked.
+    (jp_root_dir / "alices").mkdir()
+    warden.policy.grant("alices", "user:alice", "read-write")
+    saved = await jp_fetch("api", "contents", "alices", "probe.ipynb", method="PUT",
+                           headers=auth(people["alice"]),
+                           body=json.dumps({"type": "notebook", "format": "json", "content": probe}))
+    assert saved.code == 201
+    back = json.loads(await get("alice", "files", "alices", "probe.ipynb"))
     assert "".join(back["cells"][0]["outputs"][0]["text"]).split("\n") == ["hunter2", "[secret]", "Pa55w0rd"]

@@ -272,24 +272,40 @@ def _disk_full_is_507(save):
 
 
 def _masking_outputs(save):
-    """A notebook's outputs are masked for every value the vault handed out, before it is written."""
+    """A notebook's outputs are masked for the vault values of whoever saves it, before it is written.
 
-    def mask(cm, model) -> None:
+    A request (the contents API, a seal) saves for its user: their own values.
+    A collaboration room saves for everyone who wrote to it (``document_writers``;
+    its task runs in the context of the connection that opened the room, a
+    document handler). Never for every value handed out: then anyone could
+    save guesses and read back which of them are someone's secret.
+    """
+
+    def mask(cm, model, path) -> None:
         warden = cm.parent.web_app.settings["warden"] if _has_warden(cm) else None
         channels = getattr(warden, "vault_channels", None)
-        if channels is not None and isinstance(model, dict) and model.get("type") == "notebook":
-            mask_notebook(model.get("content"), channels.saved_masker)
+        if channels is None or not isinstance(model, dict) or model.get("type") != "notebook":
+            return
+        handler = CallContext.get(CallContext.JUPYTER_HANDLER)
+        account = getattr(handler, "warden_account", None)
+        if account is not None and not getattr(handler, "is_document_connection", False):
+            masker = channels.save_masker([Actor.for_account(account).owner])
+        else:
+            writers = warden.document_writers.get(_policy_path(path or ""))
+            # No writer known for this path (a room renamed since it was written to): every value.
+            masker = channels.save_masker(writers) if writers else channels.every_value
+        mask_notebook(model.get("content"), masker)
 
     if inspect.iscoroutinefunction(save):
 
         async def method(self, model, path="", *args, **kwargs):
-            mask(self, model)
+            mask(self, model, path)
             return await save(self, model, path, *args, **kwargs)
 
     else:
 
         def method(self, model, path="", *args, **kwargs):
-            mask(self, model)
+            mask(self, model, path)
             return save(self, model, path, *args, **kwargs)
 
     method.__name__ = "save"

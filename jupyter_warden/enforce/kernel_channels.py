@@ -302,7 +302,8 @@ class KernelChannelGuard:
         if not decision.allowed:  # the authorizer asked the same question; this is a second lock
             raise web.HTTPError(403, decision.reason)
         self.paths = decision.paths
-        self.masking = OutputMasking(getattr(self.warden, "vault_channels", None), self.kernel_id)
+        self.masking = OutputMasking(getattr(self.warden, "vault_channels", None), self.kernel_id,
+                                     self.actor.owner)
         parent = getattr(super(), "prepare", None)
         if parent is not None:
             await parent()

@@ -162,6 +162,8 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
 
     warden_path: str | None = None  # set by the authorizer at sign-in, once read is checked
     warden_room_checked = False
+    is_document_connection = True  # its room's saves are the room's, not this user's (enforce/contents.py)
+    _wrote = False
     kernel_id = None  # (the connection registry is shared with the kernel guard's)
 
     # -- life cycle ---------------------------------------------------------
@@ -330,8 +332,13 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
             return self._drop(f"malformed message: {e}")
         if rule is None:
             return None
-        if rule == WRITE and not self.may_write:
-            return self._refuse(message)
+        if rule == WRITE:
+            if not self.may_write:
+                return self._refuse(message)
+            if not self._wrote and self.warden_path is not None:
+                # The room's saves are masked for the vault values of those who wrote to it.
+                self._wrote = True
+                self.warden.document_writers.setdefault(self.warden_path, set()).add(self.actor.owner)
         return super().on_message(message)
 
     def _screen(self, message) -> tuple[str | None, bytes]:

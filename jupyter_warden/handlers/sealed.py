@@ -208,7 +208,7 @@ class _InPlaceHandler(_KeyRingHandler):
         cm.check_and_sign(nb, path)
         channels = getattr(self.warden, "vault_channels", None)
         if channels is not None:
-            mask_notebook(nb, channels.saved_masker)
+            mask_notebook(nb, channels.save_masker([self.actor.owner]))  # as a save of theirs would
         try:
             st = os.stat(os_path)
             write_atomically(os_path, nbformat.writes(nb, version=nbformat.NO_CONVERT) + "\n",

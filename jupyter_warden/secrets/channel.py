@@ -5,8 +5,10 @@ the kernel's uid, bound into its sandbox and no other) plus a random token
 in its environment. A request must come from the kernel's uid (SO_PEERCRED)
 and carry the token; it is answered for the kernel's owner only, as the
 kernel manager recorded them, and every answer is audited. Values handed out
-are remembered per kernel for masking (``masker_for``) and server-wide for
-saves (``saved_masker``).
+are remembered per kernel for masking its outputs (``masker_for``), and per
+user for masking the notebooks they save (``save_masker``): a save is masked
+for the saver's own values only, so that saving guesses and reading them back
+tells nobody whether a guess is someone else's secret.
 """
 
 from __future__ import annotations
@@ -61,18 +63,40 @@ class VaultChannels:
     def __init__(self, warden):
         self.warden = warden
         self._channels: dict[str, _Channel] = {}
-        self.saved_masker = Masker()  # every value handed out here: for notebooks being saved
+        # Per user (the kernel's owner, or who typed at a password prompt), kept
+        # after their kernels end: their saves stay masked for what they were given.
+        self._handed: dict[str, Masker] = {}
+        self.every_value = Masker()  # every value handed out here
+        self._joined: dict[frozenset, tuple[int, Masker]] = {}
 
     def masker_for(self, kernel_id: str) -> Masker | None:
         channel = self._channels.get(kernel_id)
         return channel.masker if channel is not None and channel.masker else None
 
-    def remember(self, kernel_id: str, value: str) -> None:
-        """A value this kernel has seen (a secret, or a password typed into it): mask it from now on."""
+    def remember(self, kernel_id: str, value: str, subject: str | None = None) -> None:
+        """A value this kernel has seen (a secret, or a password typed into it): mask it from now on.
+
+        ``subject``: whose value it is (default: the kernel's owner)."""
         channel = self._channels.get(kernel_id)
         if channel is not None:
             channel.masker.add(value)
-        self.saved_masker.add(value)
+            subject = subject or channel.subject
+        if subject:
+            self._handed.setdefault(subject, Masker()).add(value)
+        self.every_value.add(value)
+
+    def save_masker(self, subjects) -> Masker:
+        """What a notebook saved by ``subjects`` (policy subjects) is masked for: their own values."""
+        subjects = frozenset(s for s in subjects if s in self._handed)
+        if len(subjects) <= 1:
+            return self._handed[next(iter(subjects))] if subjects else Masker()
+        size = sum(len(self._handed[s]._values) for s in subjects)
+        cached = self._joined.get(subjects)
+        if cached is None or cached[0] != size:
+            if len(self._joined) > 256:
+                self._joined.clear()
+            cached = self._joined[subjects] = (size, Masker.union(self._handed[s] for s in subjects))
+        return cached[1]
 
     async def open(self, kernel_id: str, run_dir: Path, uid: int, gid: int, subject: str,
                    user: str) -> dict[str, str]:

@@ -128,6 +128,15 @@ class Masker:
     def longest(self) -> int:
         return self._built().longest
 
+    @classmethod
+    def union(cls, maskers) -> Masker:
+        """One masker for the values of several."""
+        joined = cls()
+        for masker in maskers:
+            for value in list(masker._values):
+                joined.add(value)
+        return joined
+
     def add(self, value: str) -> None:
         if not isinstance(value, str) or value in self._values:
             return
@@ -303,8 +312,9 @@ class OutputMasking:
 
     _PROMPTS_KEPT = 64
 
-    def __init__(self, channels, kernel_id: str):
-        self.channels, self.kernel_id = channels, kernel_id
+    def __init__(self, channels, kernel_id: str, subject: str | None = None):
+        # subject: the connection's user (who types at a password prompt)
+        self.channels, self.kernel_id, self.subject = channels, kernel_id, subject
         self.streams: StreamMasker | None = None
         self.password_prompts: dict[str, None] = {}  # msg_ids of input_requests with password: true
 
@@ -325,7 +335,7 @@ class OutputMasking:
         if parent_id in self.password_prompts and isinstance(content, dict):
             self.password_prompts.pop(parent_id, None)
             if isinstance(content.get("value"), str) and self.channels is not None:
-                self.channels.remember(self.kernel_id, content["value"])
+                self.channels.remember(self.kernel_id, content["value"], subject=self.subject)
 
     def _content(self, channel, msg_type, parent, content, send_stream):
         """The masked content; ``content`` itself if unchanged; None to drop the message."""
