@@ -67,10 +67,13 @@ async def session(jp_fetch, token=None, path=PATH, headers=None, body=None):
 
 
 async def collaboration_response(jp_fetch, method, *parts, token, params=None, body=None):
-    """One request to jupyter-collaboration's REST side (api/collaboration/...), as ``token``."""
+    """One request to jupyter-collaboration's REST side (api/collaboration/...), as ``token``.
+
+    ``body``: an object, sent as JSON, or text sent as it is."""
+    if body is not None and not isinstance(body, str):
+        body = json.dumps(body)
     return await jp_fetch("api", "collaboration", *parts, method=method, params=params,
-                          headers=auth(token), raise_error=False,
-                          body=None if body is None else json.dumps(body), allow_nonstandard_methods=True)
+                          headers=auth(token), raise_error=False, body=body, allow_nonstandard_methods=True)
 
 
 async def collaboration(jp_fetch, method, *parts, token, params=None, body=None):
@@ -434,9 +437,10 @@ async def test_every_collaboration_request_is_audited_allowed_and_denied(room, p
     code, _, records = await audited("alice", "PUT", "session", "course/new.txt", body=TEXT)
     assert code == 404 and records == [("contents.read", "allow", "course/new.txt", "collaboration session"),
                                        ("request.denied", "deny", "course/new.txt", None)]
-    code, _, records = await audited("alice", "PUT", "session", PATH, body={"format": "text"})
-    assert code == 400 and records == [("contents.read", "allow", PATH, "collaboration session"),
-                                       ("request.denied", "deny", PATH, None)]
+    for bad in ({"format": "text"}, ["text", "file"], "{not json"):
+        code, _, records = await audited("alice", "PUT", "session", PATH, body=bad)
+        assert code == 400 and records == [("contents.read", "allow", PATH, "collaboration session"),
+                                           ("request.denied", "deny", PATH, None)], bad
 
     code, timeline, records = await audited("alice", "GET", "timeline", PATH, params=TEXT)
     assert code == 200 and records == one("contents.read", "allow", "collaboration timeline")

@@ -371,7 +371,10 @@ def _collaboration(request: _Request, name: str, method: str) -> bool:
         path = request.policy_path(raw)
         request.require("read", path, details)
         if name == _SESSION_HANDLER:
-            body = request.body()
+            try:
+                body = request.body()
+            except web.HTTPError as e:  # not JSON, or not an object
+                request.refuse(400, e.log_message or "the body must be a JSON object", path=path)
             if not isinstance(body.get("format"), str) or not isinstance(body.get("type"), str):
                 request.refuse(400, 'a session needs {"format": ..., "type": ...} in the body', path=path)
             if not os.path.isfile(handler.contents_manager._get_os_path(path)):
