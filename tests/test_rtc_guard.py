@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import time
 
@@ -24,6 +25,7 @@ from test_kernel_guard import connect, start_kernel  # noqa: F401  (fixture)
 from jupyter_warden.enforce.rtc import _chunk, _Reader, _uint
 
 PATH = "course/notes.txt"
+TEXT = {"format": "text", "type": "file"}
 
 
 @pytest.fixture
@@ -64,6 +66,22 @@ async def session(jp_fetch, token=None, path=PATH, headers=None, body=None):
     return response.code, (json.loads(response.body) if response.body else None)
 
 
+async def collaboration_response(jp_fetch, method, *parts, token, params=None, body=None):
+    """One request to jupyter-collaboration's REST side (api/collaboration/...), as ``token``.
+
+    ``body``: an object, sent as JSON, or text sent as it is."""
+    if body is not None and not isinstance(body, str):
+        body = json.dumps(body)
+    return await jp_fetch("api", "collaboration", *parts, method=method, params=params,
+                          headers=auth(token), raise_error=False, body=body, allow_nonstandard_methods=True)
+
+
+async def collaboration(jp_fetch, method, *parts, token, params=None, body=None):
+    """The same: (status, the JSON answer or None)."""
+    response = await collaboration_response(jp_fetch, method, *parts, token=token, params=params, body=body)
+    return response.code, (json.loads(response.body) if response.body else None)
+
+
 class YClient:
     """A Y client: answers the server's sync, keeps a document, sends what it is told to."""
 
@@ -72,10 +90,12 @@ class YClient:
         self.text = self.doc.get("source", type=Text)
         self.awareness: list[dict] = []
         self.raw: list[dict] = []
+        self.received: list[bytes] = []  # every message from the server, as it came
         self.task = asyncio.create_task(self._pump())
 
     async def _pump(self):
         while (message := await self.ws.read_message()) is not None:
+            self.received.append(message)
             if message[0] == 0:
                 reply = handle_sync_message(message[1:], self.doc)
                 if reply is not None:
@@ -254,12 +274,7 @@ async def test_session_timeline_undo_and_fork(room, people, jp_fetch, jp_root_di
     alice = await room("alice")
     await until(lambda: str(alice.text) == "hello")
 
-    async def call(method, *parts, token, params=None, body=None):
-        response = await jp_fetch("api", "collaboration", *parts, method=method, params=params,
-                                  headers=auth(token), raise_error=False,
-                                  body=None if body is None else json.dumps(body),
-                                  allow_nonstandard_methods=True)
-        return response.code, (json.loads(response.body) if response.body else None)
+    call = functools.partial(collaboration, jp_fetch)
 
     # The timeline is a read: bob may see the history.
     code, timeline = await call("GET", "timeline", PATH, token=people["bob"],
@@ -318,6 +333,150 @@ async def test_without_read_no_timeline_undo_or_fork_of_the_room(room, people, j
     assert set(server.rooms) == rooms_before  # no fork made
     await asyncio.sleep(0.3)
     assert (jp_root_dir / PATH).read_text() == "hello" and str(alice.text) == "hello"
+
+
+@pytest.mark.parametrize("taken", ["revoked", "expired", "write revoked"])
+async def test_a_revoke_holds_on_timeline_undo_and_forks_within_a_second(taken, room, people, warden, jp_fetch,
+                                                                         jp_root_dir):
+    """G7: alice has the room, its timeline and a fork of it open (bob follows the fork);
+    her grant goes (revoked, its time window closes, or only write is taken). At once her
+    timeline, undo, fork and merge requests are refused; within a second her fork and
+    timeline websockets are closed (or turned read-only); nothing of hers reaches the file."""
+    call = functools.partial(collaboration, jp_fetch, token=people["alice"])
+    if taken == "expired":
+        warden.policy.revoke("course", "user:alice")
+        ends = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)
+        warden.policy.grant(PATH, "user:alice", "read-write", not_after=ends)
+    alice = await room("alice")
+    bob = await room("bob")
+    await until(lambda: str(alice.text) == str(bob.text) == "hello")
+    code, timeline = await call("GET", "timeline", PATH, params=TEXT)
+    assert code == 200, timeline
+    code, fork = await call("PUT", "fork", alice.room_id, body={"title": "draft"})
+    assert code == 201, fork
+    fork_id = fork["fork_roomid"]
+    alice_fork = await room("alice", room_id=fork_id)
+    alice_history = await room("alice", room_id=timeline["forkRoom"])  # the timeline's own fork
+    bob_fork = await room("bob", room_id=fork_id)
+    await until(lambda: str(alice_fork.text) == str(bob_fork.text) == "hello")
+    await alice_fork.edit(lambda text: text.insert(0, "DRAFT "))
+    await until(lambda: str(bob_fork.text) == "DRAFT hello")
+    await until(lambda: alice_fork.access() == alice_history.access() == [True])
+
+    if taken == "expired":
+        left = (ends - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        assert left > 0, "the set-up outlasted the grant's window"
+        await asyncio.sleep(left + 0.02)
+    started = time.monotonic()
+    if taken == "revoked":
+        warden.policy.revoke("course", "user:alice")
+    elif taken == "write revoked":
+        warden.policy.grant("course", "user:alice", "read")
+
+    # At once: without read everything is 404 (G1); with read left, the writes are 403.
+    reads = 200 if taken == "write revoked" else 404
+    writes = 403 if taken == "write revoked" else 404
+    undo = {"action": "undo", "steps": "1", "forkRoom": timeline["forkRoom"]}
+    for method, parts, params, body, status in [
+        ("GET", ("timeline", PATH), TEXT, None, reads),
+        ("PUT", ("undo_redo", alice.room_id), undo, None, writes),
+        ("GET", ("fork", alice.room_id), None, None, reads),
+        ("PUT", ("fork", alice.room_id), None, {"title": "another"}, writes),
+        ("DELETE", ("fork", fork_id), {"merge": "true"}, None, writes),
+    ]:
+        code, answer = await call(method, *parts, params=params, body=body)
+        assert code == status, (method, parts, code, answer)
+    # Within a second: her websockets of the room, its fork and its timeline.
+    if taken == "write revoked":
+        await until(lambda: [c.access() for c in (alice, alice_fork, alice_history)] == [[True, False]] * 3,
+                    timeout=1.5)
+        assert time.monotonic() - started < 1.0
+        await alice_fork.edit(lambda text: text.insert(0, "LATE "))  # read-only now: dropped
+    else:
+        for client in (alice_fork, alice_history, alice):
+            code, reason = await client.closed(timeout=1.5)
+            assert code == 1008 and "read access" in reason, (code, reason)
+        assert time.monotonic() - started < 1.0
+    assert not bob_fork.task.done() and not bob.task.done()  # bob still reads both
+    # Nothing of hers reached the file: the merge was refused, the fork is still there.
+    await asyncio.sleep(0.4)  # past the save delay
+    assert str(bob_fork.text) == "DRAFT hello"
+    assert str(bob.text) == "hello"
+    assert (jp_root_dir / PATH).read_text() == "hello"
+    code, forks = await collaboration(jp_fetch, "GET", "fork", alice.room_id, token=people["bob"])
+    assert code == 200 and list(forks) == [fork_id]
+    denied = [r for r in warden.audit.query(actor="alice") if r.outcome == "deny" and r.action.startswith("contents.")]
+    assert [r.details["request"] for r in denied] == (
+        ["collaboration undo", "collaboration fork", "collaboration fork merge"] if taken == "write revoked" else
+        ["collaboration timeline", "collaboration undo", "collaboration fork list", "collaboration fork",
+         "collaboration fork merge"])
+
+
+async def test_every_collaboration_request_is_audited_allowed_and_denied(room, people, warden, jp_fetch):
+    """G8: each REST call of the collaboration API, allowed once and refused once, leaves its record
+    (who, what, the outcome, which file, which request) before its answer; the chain verifies."""
+    alice = await room("alice")
+    await until(lambda: str(alice.text) == "hello")
+
+    async def audited(who, method, *parts, params=None, body=None):
+        before = warden.audit.tail(1)[0].seq
+        code, answer = await collaboration(jp_fetch, method, *parts, token=people[who], params=params, body=body)
+        records = [r for r in warden.audit.query(actor=who) if r.seq > before]
+        assert all(r.reason and r.client for r in records), records
+        assert all(r.grant_id is not None for r in records if r.outcome == "allow"), records
+        return code, answer, [(r.action, r.outcome, r.path, (r.details or {}).get("request")) for r in records]
+
+    def one(action, outcome, request, path=PATH):
+        return [(action, outcome, path, request)]
+
+    code, _, records = await audited("alice", "PUT", "session", PATH, body=TEXT)
+    assert code in (200, 201) and records == one("contents.read", "allow", "collaboration session")
+    code, _, records = await audited("carol", "PUT", "session", PATH, body=TEXT)
+    assert code == 404 and records == one("contents.read", "deny", "collaboration session")
+    # Allowed by the policy, refused for another reason: both are recorded.
+    code, _, records = await audited("alice", "PUT", "session", "course/new.txt", body=TEXT)
+    assert code == 404 and records == [("contents.read", "allow", "course/new.txt", "collaboration session"),
+                                       ("request.denied", "deny", "course/new.txt", None)]
+    for bad in ({"format": "text"}, ["text", "file"], "{not json"):
+        code, _, records = await audited("alice", "PUT", "session", PATH, body=bad)
+        assert code == 400 and records == [("contents.read", "allow", PATH, "collaboration session"),
+                                           ("request.denied", "deny", PATH, None)], bad
+
+    code, timeline, records = await audited("alice", "GET", "timeline", PATH, params=TEXT)
+    assert code == 200 and records == one("contents.read", "allow", "collaboration timeline")
+    code, _, records = await audited("carol", "GET", "timeline", PATH, params=TEXT)
+    assert code == 404 and records == one("contents.read", "deny", "collaboration timeline")
+
+    undo = {"action": "undo", "steps": "1", "forkRoom": timeline["forkRoom"]}
+    code, _, records = await audited("alice", "PUT", "undo_redo", alice.room_id, params=undo)
+    assert code == 200 and records == one("contents.write", "allow", "collaboration undo")
+    code, _, records = await audited("bob", "PUT", "undo_redo", alice.room_id, params={**undo, "action": "redo"})
+    assert code == 403 and records == one("contents.write", "deny", "collaboration redo")
+    code, _, records = await audited("alice", "PUT", "undo_redo", alice.room_id, params={**undo, "forkRoom": "x"})
+    assert code == 404 and records == one("request.denied", "deny", None)
+
+    code, _, records = await audited("alice", "GET", "fork", alice.room_id)
+    assert code == 200 and records == one("contents.read", "allow", "collaboration fork list")
+    code, _, records = await audited("carol", "GET", "fork", alice.room_id)
+    assert code == 404 and records == one("contents.read", "deny", "collaboration fork list")
+    code, fork, records = await audited("alice", "PUT", "fork", alice.room_id, body={"title": "t"})
+    assert code == 201 and records == one("contents.write", "allow", "collaboration fork")
+    code, _, records = await audited("bob", "PUT", "fork", alice.room_id, body={"title": "t"})
+    assert code == 403 and records == one("contents.write", "deny", "collaboration fork")
+    fork_id = fork["fork_roomid"]
+    code, _, records = await audited("bob", "DELETE", "fork", fork_id, params={"merge": "true"})
+    assert code == 403 and records == one("contents.write", "deny", "collaboration fork merge")
+    code, _, records = await audited("alice", "DELETE", "fork", fork_id, params={"merge": "true"})
+    assert code == 200 and records == one("contents.write", "allow", "collaboration fork merge")
+    code, _, records = await audited("alice", "DELETE", "fork", fork_id)  # gone now
+    assert code == 404 and records == one("request.denied", "deny", None, path=None)
+    code, _, records = await audited("carol", "PUT", "fork", "text:file:no-such-id", body={})
+    assert code == 404 and records == one("request.denied", "deny", None, path=None)
+
+    merge = next(r for r in warden.audit.query(actor="alice") if (r.details or {}).get("request") ==
+                 "collaboration fork merge")
+    assert merge.details["fork"] == fork_id
+    assert warden.audit.verify().ok
 
 
 async def test_a_store_that_stops_answering_closes_open_document_websockets(room, warden, jp_root_dir):

@@ -213,8 +213,11 @@ class _Request:
             return None
         return real[len(root) + 1 :].replace(os.sep, "/")
 
-    def require(self, capability: str, path: str) -> Decision:
-        """Ask the engine about ``path`` and where it really leads; audit; 404/403 on no."""
+    def require(self, capability: str, path: str, details: dict | None = None) -> Decision:
+        """Ask the engine about ``path`` and where it really leads; audit; 404/403 on no.
+
+        ``details`` go into the audit record (which request the decision was for).
+        """
         decision = self.warden.engine.check(self.actor, capability, path)
         real = self.real_path(path)
         if real is None:
@@ -228,7 +231,7 @@ class _Request:
                                     f"it leads to another path, where {target.reason}")
         grant = decision.grant.id if decision.grant else None
         self.audit(f"contents.{capability}", "allow" if decision.allowed else "deny",
-                   path=path, reason=decision.reason, grant_id=grant)
+                   path=path, reason=decision.reason, grant_id=grant, details=details)
         if decision.allowed:
             return decision
         # The root exists for everyone; anything else unreadable is not there (G1).
@@ -351,6 +354,11 @@ def _collaboration(request: _Request, name: str, method: str) -> bool:
     - PUT undo_redo/<room>: ``write``, and its forkRoom must be that room's timeline;
     - fork/<room>: GET ``read``, PUT (fork) ``write``; DELETE fork/<fork>, with or
       without a merge: ``write`` on the fork's root document.
+
+    Each decision is audited as ``contents.read`` or ``contents.write`` on the
+    file, its details naming the request (``_collaboration_details``); every
+    other refusal here (no such room, timeline or file, a bad body) as
+    ``request.denied``, before the answer.
     """
     from . import rtc
 
@@ -358,17 +366,21 @@ def _collaboration(request: _Request, name: str, method: str) -> bool:
     if name == _ROOM_HANDLER:
         return handler.warden_room_checked
     raw = handler.path_args[0] if handler.path_args else ""
+    details = _collaboration_details(handler, name, method, raw)
     if name in (_SESSION_HANDLER, _TIMELINE_HANDLER):
         path = request.policy_path(raw)
-        request.require("read", path)
+        request.require("read", path, details)
         if name == _SESSION_HANDLER:
-            body = request.body()
+            try:
+                body = request.body()
+            except web.HTTPError as e:  # not JSON, or not an object
+                request.refuse(400, e.log_message or "the body must be a JSON object", path=path)
             if not isinstance(body.get("format"), str) or not isinstance(body.get("type"), str):
-                raise web.HTTPError(400, 'a session needs {"format": ..., "type": ...} in the body')
+                request.refuse(400, 'a session needs {"format": ..., "type": ...} in the body', path=path)
             if not os.path.isfile(handler.contents_manager._get_os_path(path)):
-                raise _not_found(path)
+                request.refuse(404, f"No such file or directory: {path}", path=path)
         elif not (handler.get_query_argument("format", None) and handler.get_query_argument("type", None)):
-            raise web.HTTPError(400, "the timeline needs ?format=...&type=...")
+            request.refuse(400, "the timeline needs ?format=...&type=...", path=path)
         return True
     if name == _FORK_HANDLER and method == "DELETE":
         fork = rtc.FORK_ROOMS.get(raw)
@@ -377,17 +389,41 @@ def _collaboration(request: _Request, name: str, method: str) -> bool:
     if path is None:
         if request.actor.admin:
             return True
-        raise web.HTTPError(404, "No such collaboration room")
+        request.refuse(404, "No such collaboration room")
     if name == _UNDO_REDO_HANDLER:
         fork = handler.get_query_argument("forkRoom", None)
         if rtc.TIMELINE_FORKS.get(fork) != raw:
-            raise web.HTTPError(404, "No such timeline for this room")
-        request.require("write", path)
+            request.refuse(404, "No such timeline for this room", path=path)
+        request.require("write", path, details)
     elif name == _FORK_HANDLER:
-        request.require("read" if method == "GET" else "write", path)
+        request.require("read" if method == "GET" else "write", path, details)
     else:
         return _admin_or_allow_listed(request, "write", "contents")
     return True
+
+
+_UNDO_ACTIONS = frozenset({"undo", "redo", "restore"})
+
+
+def _collaboration_details(handler, name: str, method: str, raw: str) -> dict:
+    """What a collaboration request asks for, for its audit record (never the query string whole:
+    it may carry a token)."""
+    if name == _SESSION_HANDLER:
+        return {"request": "collaboration session"}
+    if name == _TIMELINE_HANDLER:
+        return {"request": "collaboration timeline"}
+    if name == _UNDO_REDO_HANDLER:
+        action = handler.get_query_argument("action", None)
+        return {"request": f"collaboration {action if action in _UNDO_ACTIONS else 'undo_redo'}",
+                "room": raw, "fork": handler.get_query_argument("forkRoom", None)}
+    if name == _FORK_HANDLER:
+        if method == "DELETE":
+            merge = handler.get_query_argument("merge", None) == "true"
+            return {"request": "collaboration fork merge" if merge else "collaboration fork delete",
+                    "fork": raw}
+        return {"request": "collaboration fork list" if method == "GET" else "collaboration fork",
+                "room": raw}
+    return {"request": "collaboration"}
 
 
 def _document_room(request: _Request) -> None:
