@@ -1,0 +1,213 @@
+"""A cgroup per sandboxed kernel (c.Warden.kernel_cgroups): real kernels, real cgroup v1 hierarchies.
+
+This host's memory and pids controllers are cgroup v1, so these tests run the
+v1 backend; the v2 backend has no test here (docs/security.md says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import auth
+from test_enforce_contents import NOTEBOOK
+from test_faults import _run_cell
+from test_kernel_guard import connect, start_kernel  # noqa: F401  (fixture)
+from test_sandbox import FORK_BOMB, exit_of, healthy, notice_in_cell, people, records, run  # noqa: F401
+from server_process import ServerProcess
+
+from jupyter_warden.sandbox import bubblewrap_problem
+from jupyter_warden.sandbox.cgroups import _v1_mounts, v1_problem, v2_problem
+
+pytestmark = [
+    pytest.mark.skipif(bubblewrap_problem() is not None, reason=f"no sandbox: {bubblewrap_problem()}"),
+    pytest.mark.skipif(v1_problem() is not None, reason=f"no cgroup v1 memory and pids: {v1_problem()}"),
+]
+
+MiB = 1024**2
+MEMORY = 1280 * MiB  # above a kernel's address space at rest (about 800 MB): the rlimit lets it start
+PIDS = 40
+
+
+@pytest.fixture
+def warden_config():
+    return {
+        "kernel_cgroups": "v1",
+        "kernel_memory_limit": MEMORY,
+        "kernel_cgroup_pids_limit": PIDS,
+        "kernel_process_limit": 300,  # the user's rlimit, well above the kernel's cgroup cap
+        "kernel_file_size_limit": 16 * MiB,
+    }
+
+
+def process_tree(top: int) -> set[int]:
+    """``top`` and every process below it."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {top}, True
+    while grew:
+        below = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return tree
+
+
+def alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie (an orphan this host's init has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def procs(folder: Path) -> set[int]:
+    return {int(p) for p in (folder / "cgroup.procs").read_text().split()}
+
+
+async def test_a_kernel_runs_in_cgroups_of_its_own_and_they_go_when_it_ends(jp_fetch, connect, warden, people):
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect(kernel, people["alice"])
+    # A process the kernel starts is in its cgroups too.
+    await run(alice, "import subprocess, json; child = subprocess.Popen(['sleep', '600']); print(json.dumps(1))")
+    provisioner = warden.serverapp.kernel_manager.get_kernel(kernel).provisioner
+    cgroup = provisioner.launch.cgroup
+    mounts = _v1_mounts()
+    memory, pids = (mounts[c] / f"jupyter-warden-{os.getpid()}" / f"kernel-{kernel}" for c in ("memory", "pids"))
+    assert cgroup.paths == [memory, pids]
+    tree = process_tree(provisioner.pid)  # bwrap, its init, the kernel, sleep
+    assert len(tree) >= 4
+    assert tree <= procs(memory) and tree <= procs(pids)
+    assert int((memory / "memory.limit_in_bytes").read_text()) == MEMORY
+    if (memory / "memory.memsw.limit_in_bytes").exists():
+        assert int((memory / "memory.memsw.limit_in_bytes").read_text()) == MEMORY
+    assert (pids / "pids.max").read_text().strip() == str(PIDS)
+    # The audit says which backend and limits.
+    start = [r for r in records(warden, "kernel.start") if r.details["kernel_id"] == kernel][0]
+    assert start.details["limits"]["cgroup"] == "v1"
+    assert start.details["limits"]["cgroup_memory_bytes"] == MEMORY
+    assert start.details["limits"]["cgroup_pids"] == PIDS
+    assert start.details["cgroup"] == [str(memory), str(pids)]
+
+    # A restart lands in an empty cgroup: nothing of the old kernel is left in it.
+    restarted = await jp_fetch("api", "kernels", kernel, "restart", method="POST", body="",
+                               headers=auth(people["alice"]))
+    assert restarted.code == 200
+    again = await connect(kernel, people["alice"])
+    assert await run(again, "print(6 * 7)") == 42
+    fresh = provisioner.launch.cgroup
+    assert fresh is not cgroup
+    for folder in fresh.paths:
+        members = procs(folder)
+        assert provisioner.pid in members and not members & tree
+    assert not {pid for pid in tree if alive(pid)}  # the old sleep too
+
+    # Shut down: its folders are gone (the server's own stays while it runs).
+    assert (await jp_fetch("api", "kernels", kernel, method="DELETE", headers=auth(people["alice"]))).code == 204
+    assert not any(folder.exists() for folder in fresh.paths)
+    assert memory.parent.is_dir()
+
+
+# Children hold memory first (each far below the 1.25 GiB address-space rlimit of a
+# process), then the kernel itself grows until the cgroup's cap: the host's OOM killer
+# takes the biggest process in the cgroup, the kernel.
+MEMORY_HOG = """
+import os, time
+MiB = 1024 ** 2
+for _ in range(7):
+    r, w = os.pipe()
+    if os.fork() == 0:
+        held = b"x" * (140 * MiB)
+        os.write(w, b"1")
+        time.sleep(600)
+        os._exit(0)
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+held = []
+for _ in range(24):
+    held.append(b"y" * (20 * MiB))
+print("never killed")
+"""
+
+
+async def test_a_kernel_past_its_memory_cap_is_killed_and_its_user_told(jp_fetch, connect, warden, people):
+    bystander = await connect(await start_kernel(jp_fetch, people["bob"], path="private/secret.ipynb"),
+                              people["bob"])
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect(kernel, people["alice"])
+    hog = await alice.send("shell", "execute_request", {"code": MEMORY_HOG, "silent": False})
+    text = (await notice_in_cell(alice, hog, "(c.Warden.kernel_memory_limit)", timeout=60)).strip()
+    assert "more memory than its limit of 1.25 GiB for the kernel and all its processes together" in text
+    assert "restarts it" in text
+    # The cgroup caught it: its OOM killer killed the kernel (not the rlimit's MemoryError).
+    exit_record = [r for r in records(warden, "kernel.exit") if r.details["kernel_id"] == kernel][0]
+    assert exit_record.reason == "memory-limit", exit_record.details
+    assert exit_record.details["oom_kills"] >= 1 and exit_record.details["exit_code"] in (-9, 137)
+    code, end = await exit_of(jp_fetch, kernel, people["alice"])
+    assert code == 200 and end["cause"] == "memory-limit" and end["message"] == text
+    # The server and the other user's kernel carry on; alice's kernel is back, in a fresh cgroup.
+    await healthy(jp_fetch, people["bob"])
+    assert await run(bystander, "print(6 * 7)") == 42
+    provisioner = warden.serverapp.kernel_manager.get_kernel(kernel).provisioner
+    deadline = time.monotonic() + 60
+    while provisioner.launch is None or provisioner.launch.cgroup is None or not provisioner.has_process:
+        assert time.monotonic() < deadline, "the kernel was not restarted"
+        await asyncio.sleep(0.2)
+    assert await run(await connect(kernel, people["alice"]), "print(6 * 7)") == 42
+    assert provisioner.launch.cgroup.oom_kills() == 0
+
+
+async def test_a_fork_loop_past_the_kernels_cap_is_refused_and_the_kernel_lives(jp_fetch, connect, warden, people):
+    kernel = await start_kernel(jp_fetch, people["alice"])
+    alice = await connect(kernel, people["alice"])
+    reply, outputs = await alice.execute(FORK_BOMB)
+    assert reply["content"]["ename"] == "BlockingIOError", reply["content"]
+    notes = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"]
+    assert notes == ["[jupyter-warden] A new process or thread was refused: this kernel may run at most "
+                     f"{PIDS} processes and threads (c.Warden.kernel_cgroup_pids_limit).\n"], notes
+    cgroup = warden.serverapp.kernel_manager.get_kernel(kernel).provisioner.launch.cgroup
+    assert cgroup.pids_refusals() >= 1  # refused by pids.max, not by the user's rlimit (300)
+    assert await run(alice, "print(6 * 7)") == 42
+    await healthy(jp_fetch, people["alice"])
+
+
+@pytest.mark.skipif(v2_problem() is None, reason="this host has usable cgroup v2 memory and pids controllers")
+def test_v2_where_the_host_has_none_stops_the_server(jp_configurable_serverapp, jp_server_config):
+    jp_server_config["Warden"]["kernel_cgroups"] = "v2"
+    with pytest.raises(SystemExit, match=r"c.Warden.kernel_cgroups is 'v2' but .*(no|not)"):
+        jp_configurable_serverapp(config=jp_server_config)
+
+
+def test_the_servers_cgroup_folders_go_when_it_stops(tmp_path, warden_db_url):
+    """A server stopped (SIGTERM) with a kernel running leaves no cgroup folder behind."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "nb.ipynb").write_text(json.dumps(NOTEBOOK))
+    server = ServerProcess(tmp_path, warden_db_url, root)
+    server.extra_args = ["--Warden.kernel_cgroups=v1"]
+    server.add_admin()
+    server.start()
+    try:
+        assert _run_cell(server, server.token, "nb.ipynb", "print(6 * 7)") == ("ok", "42\n")
+        log = server.log.read_text()
+        pid = int(re.search(r"jupyter-warden-(\d+)", log).group(1))
+        folders = [where / f"jupyter-warden-{pid}" for where in _v1_mounts().values()]
+        assert all(folder.is_dir() and any(folder.iterdir()) for folder in folders), log[-2000:]
+        kernels = [child for folder in folders for child in folder.iterdir() if child.is_dir()]
+        assert kernels
+    finally:
+        server.stop()
+    assert server.proc.returncode is not None
+    assert not any(folder.exists() for folder in folders), server.log.read_text()[-2000:]
