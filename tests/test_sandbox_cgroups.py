@@ -202,6 +202,13 @@ def test_v2_where_the_host_has_none_stops_the_server(jp_configurable_serverapp, 
         jp_configurable_serverapp(config=jp_server_config)
 
 
+def test_an_explicit_backend_for_kernels_that_are_not_sandboxed_stops_the_server(jp_configurable_serverapp,
+                                                                                jp_server_config):
+    jp_server_config["Warden"].update(kernel_cgroups="v1", sandbox="none")
+    with pytest.raises(SystemExit, match=r"c.Warden.kernel_cgroups is 'v1' but kernels are not sandboxed here"):
+        jp_configurable_serverapp(config=jp_server_config)
+
+
 def test_the_servers_cgroup_folders_go_when_it_stops(tmp_path, warden_db_url):
     """A server stopped (SIGTERM) with a kernel running leaves no cgroup folder behind."""
     root = tmp_path / "root"
