@@ -659,9 +659,11 @@ class Warden(ExtensionApp):
             kernel_manager.cull_idle_timeout = int(self.kernel_idle_timeout)
         if self.kernel_cgroups in ("v1", "v2") and (self.serverapp.gateway_config.gateway_enabled
                                                     or self.sandbox == "none"):
-            where = ("kernels run on a pool (--gateway-url), whose hosts set rlimits only"
-                     if self.serverapp.gateway_config.gateway_enabled else "kernels are not sandboxed here "
-                     f"(c.Warden.sandbox is 'none'{': ' + self._sandbox_problem if hasattr(self, '_sandbox_problem') else ''})")
+            if self.serverapp.gateway_config.gateway_enabled:
+                where = "kernels run on a pool (--gateway-url), whose hosts set rlimits only"
+            else:
+                problem = getattr(self, "_sandbox_problem", None)
+                where = f"kernels are not sandboxed here (c.Warden.sandbox is 'none'{': ' + problem if problem else ''})"
             self._refuse(f"c.Warden.kernel_cgroups is {self.kernel_cgroups!r} but {where}")
         if self.serverapp.gateway_config.gateway_enabled:
             self._start_pool()

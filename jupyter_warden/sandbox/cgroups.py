@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from pathlib import Path
 V2_SERVER_LEAF = "warden-server"  # where the server's own processes go on v2
 CONTROLLERS = ("memory", "pids")
 CHOICES = ("auto", "v2", "v1", "none")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
 class CgroupError(Exception):
@@ -116,7 +118,8 @@ def v2_problem() -> str | None:
         return (f"the server's cgroup {own} (cgroup v2, mounted at {mount}) has no "
                 f"{' or '.join(missing)} controller{held}")
     if not (os.access(own, os.W_OK) and os.access(own / "cgroup.subtree_control", os.W_OK)):
-        return f"the server's cgroup {own} (cgroup v2) is not writable by the server (delegate it, e.g. systemd's Delegate=yes)"
+        return (f"the server's cgroup {own} (cgroup v2) is not writable by the server "
+                "(delegate it, e.g. systemd's Delegate=yes)")
     return None
 
 
@@ -231,8 +234,22 @@ class Cgroups:
     def where(self) -> list[Path]:
         return sorted(set(self.parents.values()))
 
+    def _ensure_parents(self) -> None:
+        """Make this server's folders again if they went (another server of this process stopped)."""
+        for parent in self.where:
+            if not parent.is_dir():
+                parent.mkdir(exist_ok=True)
+                if self.backend == "v2":
+                    _enable(parent)
+
     def create(self, kernel_id: str, memory_bytes: int, pids: int) -> KernelCgroup:
         """A new, empty cgroup for one start of a kernel (a restart gets another), with its limits."""
+        if not _SAFE_NAME.fullmatch(kernel_id):
+            raise CgroupError(f"the kernel id {kernel_id!r} can't name a cgroup")
+        try:
+            self._ensure_parents()
+        except OSError as e:
+            raise CgroupError(f"the kernels' cgroup folder can't be made again: {e}") from None
         for n in range(1, 100):
             name = f"kernel-{kernel_id}" + (f".{n}" if n > 1 else "")
             folders = {c: parent / name for c, parent in self.parents.items()}
@@ -378,15 +395,6 @@ class KernelCgroup:
         """Forks (and new threads) refused because of pids.max."""
         return _count(self.folders["pids"] / "pids.events", "max")
 
-    def pids_in(self) -> set[int]:
-        found: set[int] = set()
-        for folder in self.paths:
-            try:
-                found.update(int(p) for p in _read(folder / "cgroup.procs").split())
-            except OSError:
-                pass
-        return found
-
     def try_remove(self) -> bool:
         """Kill what is left in the cgroup and rmdir it; True once every folder is gone."""
         gone = all([_try_remove(folder, self.backend, kill=True) for folder in self.paths])
@@ -409,7 +417,3 @@ class KernelCgroup:
                 return False
             time.sleep(0.05)
         return True
-
-    def describe(self) -> dict:
-        return {"backend": self.backend, "memory_bytes": self.memory_bytes, "pids": self.pids,
-                "paths": [str(p) for p in self.paths]}
