@@ -209,8 +209,15 @@ def test_an_explicit_backend_for_kernels_that_are_not_sandboxed_stops_the_server
         jp_configurable_serverapp(config=jp_server_config)
 
 
+def server_folders(server: ServerProcess) -> list[Path]:
+    """The cgroup folders of the server's latest start, from its log."""
+    pid = int(re.findall(r"in a cgroup v1 of its own, in \S*/jupyter-warden-(\d+)", server.log.read_text())[-1])
+    return [where / f"jupyter-warden-{pid}" for where in _v1_mounts().values()]
+
+
 def test_the_servers_cgroup_folders_go_when_it_stops(tmp_path, warden_db_url):
-    """A server stopped (SIGTERM) with a kernel running leaves no cgroup folder behind."""
+    """A server stopped (SIGTERM) with a kernel running leaves no cgroup folder behind; one that
+    was killed does, and the next server to start removes them."""
     root = tmp_path / "root"
     root.mkdir()
     (root / "nb.ipynb").write_text(json.dumps(NOTEBOOK))
@@ -220,12 +227,17 @@ def test_the_servers_cgroup_folders_go_when_it_stops(tmp_path, warden_db_url):
     server.start()
     try:
         assert _run_cell(server, server.token, "nb.ipynb", "print(6 * 7)") == ("ok", "42\n")
-        log = server.log.read_text()
-        pid = int(re.search(r"jupyter-warden-(\d+)", log).group(1))
-        folders = [where / f"jupyter-warden-{pid}" for where in _v1_mounts().values()]
-        assert all(folder.is_dir() and any(folder.iterdir()) for folder in folders), log[-2000:]
-        kernels = [child for folder in folders for child in folder.iterdir() if child.is_dir()]
-        assert kernels
+        killed = server_folders(server)
+        assert all(any(child.name.startswith("kernel-") for child in folder.iterdir()) for folder in killed)
+    finally:
+        server.kill()
+    assert all(folder.is_dir() for folder in killed)  # a crash leaves them (its kernels died with it)
+    server.start()
+    try:
+        assert not any(folder.exists() for folder in killed)  # swept by the next server, once empty
+        assert _run_cell(server, server.token, "nb.ipynb", "print(6 * 7)") == ("ok", "42\n")
+        folders = server_folders(server)
+        assert folders != killed and all(folder.is_dir() for folder in folders)
     finally:
         server.stop()
     assert server.proc.returncode is not None

@@ -222,9 +222,12 @@ class Cgroups:
             why = problem()
             if why is None:
                 try:
-                    return cls(backend, setup(name)), ""
+                    cgroups = cls(backend, setup(name))
                 except CgroupError as e:
                     why = str(e)
+                else:
+                    cgroups.sweep()
+                    return cgroups, ""
             if choice == backend:
                 raise CgroupError(why)
             reasons.append(f"not v2: {why}" if backend == "v2" else f"not v1: {why}")
@@ -274,6 +277,20 @@ class Cgroups:
                 raise CgroupError(f"the limits of the kernel's cgroup {folders['memory']} can't be set: {e}") from None
             return cgroup
         raise CgroupError(f"the cgroups of 99 earlier starts of kernel {kernel_id} are still there")
+
+    def sweep(self) -> list[Path]:
+        """rmdir what servers no longer running left empty beside this one's folders (never kills)."""
+        removed = []
+        for parent in self.where:
+            for other in parent.parent.glob("jupyter-warden-*"):
+                pid = other.name.removeprefix("jupyter-warden-")
+                if other == parent or not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                    continue
+                for child in other.glob("kernel-*"):
+                    _try_remove(child, self.backend, kill=False)
+                if _try_remove(other, self.backend, kill=False):
+                    removed.append(other)
+        return removed
 
     def close(self, kill: bool = False, timeout: float = 2.0) -> bool:
         """Remove this server's folders; True if gone.
