@@ -130,26 +130,23 @@ def _enable(folder: Path) -> None:
 
 
 def _setup_v2(name: str) -> dict[str, Path]:
-    mount, own = _v2_own()
+    _, own = _v2_own()
     try:
-        if own != mount:
-            try:
-                _enable(own)
-            except OSError as e:
-                if e.errno != errno.EBUSY:
-                    raise
-                # "No internal processes": the server's cgroup may hand controllers to its
-                # children only once its own processes (the server's) are in a leaf of it.
-                leaf = own / V2_SERVER_LEAF
-                leaf.mkdir(exist_ok=True)
-                for pid in _read(own / "cgroup.procs").split():
-                    try:
-                        _write(leaf / "cgroup.procs", pid)
-                    except ProcessLookupError:
-                        pass
-                _enable(own)
-        else:
-            _enable(own)  # the root cgroup may hold processes and hand out controllers
+        try:
+            _enable(own)
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            # "No internal processes": a cgroup (but the host's root) hands controllers to
+            # its children only once its own processes, the server's, are in a leaf of it.
+            leaf = own / V2_SERVER_LEAF
+            leaf.mkdir(exist_ok=True)
+            for pid in _read(own / "cgroup.procs").split():
+                try:
+                    _write(leaf / "cgroup.procs", pid)
+                except ProcessLookupError:
+                    pass
+            _enable(own)
         parent = own / name
         parent.mkdir(exist_ok=True)
         _enable(parent)
