@@ -7,8 +7,9 @@ names and where the folders live differ.
   the server's own cgroup (``/proc/self/cgroup``, "0::/..."), one cgroup per
   kernel in it: ``memory.max`` (``memory.swap.max`` 0 and ``memory.oom.group`` 1
   where present) and ``pids.max``. v2 allows no processes in a cgroup that
-  hands controllers to its children, so the processes of the server's cgroup
-  are first moved into a leaf of it, ``warden-server``.
+  hands controllers to its children, so the server first moves itself into a
+  leaf of its cgroup, ``warden-server``; a cgroup that holds other processes
+  too is refused (the server must have a cgroup of its own).
 - cgroup v1: a folder per server at the top of the memory and the pids
   hierarchies (``jupyter-warden-PID``), and one per kernel in each:
   ``memory.limit_in_bytes`` (and ``memory.memsw.limit_in_bytes`` where present)
@@ -138,14 +139,18 @@ def _setup_v2(name: str) -> dict[str, Path]:
             if e.errno != errno.EBUSY:
                 raise
             # "No internal processes": a cgroup (but the host's root) hands controllers to
-            # its children only once its own processes, the server's, are in a leaf of it.
+            # its children only once its own processes are in a leaf of it. Only the
+            # server's own process is moved: a cgroup shared with others (a login
+            # session's scope) is not the server's to rearrange.
+            others = [pid for pid in _read(own / "cgroup.procs").split() if pid != str(os.getpid())]
+            if others:
+                raise CgroupError(
+                    f"the server's cgroup {own} also holds other processes ({', '.join(others[:5])}); "
+                    "run the server in a cgroup of its own (e.g. a systemd service with Delegate=yes)"
+                ) from None
             leaf = own / V2_SERVER_LEAF
             leaf.mkdir(exist_ok=True)
-            for pid in _read(own / "cgroup.procs").split():
-                try:
-                    _write(leaf / "cgroup.procs", pid)
-                except ProcessLookupError:
-                    pass
+            _write(leaf / "cgroup.procs", str(os.getpid()))
             _enable(own)
         parent = own / name
         parent.mkdir(exist_ok=True)
