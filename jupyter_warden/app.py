@@ -402,8 +402,41 @@ class Warden(ExtensionApp):
 
     kernel_memory_limit = Int(
         4 * 1024**3,
-        help="Address space of each kernel process, in bytes (RLIMIT_AS); 0 for none.",
+        help="""Memory of a kernel, in bytes; 0 for none. Always the address space of
+        each kernel process (RLIMIT_AS). With kernel cgroups (kernel_cgroups) also
+        the memory of the kernel and all its processes together (memory.max, or
+        memory.limit_in_bytes on cgroup v1): past it the host's OOM killer
+        kills the kernel, and its user is told it was this limit.""",
     ).tag(config=True)
+
+    kernel_cgroups = Enum(
+        ["auto", "v2", "v1", "none"],
+        default_value="auto",
+        help="""Give each sandboxed kernel a cgroup of its own, capping the memory
+        (kernel_memory_limit) and the processes (kernel_cgroup_pids_limit) of all
+        its processes together, on top of the rlimits. 'v2': the unified
+        hierarchy, below the server's own cgroup (which must be delegated to
+        the server, with the memory and pids controllers). 'v1': the memory and
+        pids v1 hierarchies (/sys/fs/cgroup/memory and /sys/fs/cgroup/pids),
+        in a folder jupyter-warden-PID at their top. 'auto': v2 where its memory
+        and pids controllers can be used, else v1 where both hierarchies are
+        writable, else none (logged at start). An explicit 'v2' or 'v1' that
+        the host can't give stops the server. 'none': rlimits only.""",
+    ).tag(config=True)
+
+    kernel_cgroup_pids_limit = Int(
+        512,
+        help="""Processes and threads of one kernel together (its cgroup's pids.max),
+        when kernels have cgroups (kernel_cgroups); 0 for none. A fork or thread
+        past it is refused, and the user told which limit refused it.""",
+    ).tag(config=True)
+
+    @validate("kernel_memory_limit", "kernel_cgroup_pids_limit", "kernel_cpu_limit", "kernel_process_limit",
+              "kernel_file_size_limit", "kernel_open_files_limit")
+    def _valid_limit(self, proposal):
+        if proposal["value"] < 0:
+            raise ValueError(f"Warden.{proposal['trait'].name} must be 0 (no limit) or more")
+        return proposal["value"]
 
     kernel_cpu_limit = Int(
         8 * 3600,
@@ -626,6 +659,14 @@ class Warden(ExtensionApp):
         kernel_manager = self.serverapp.kernel_manager
         if self.kernel_idle_timeout > 0 and not kernel_manager.cull_idle_timeout:
             kernel_manager.cull_idle_timeout = int(self.kernel_idle_timeout)
+        if self.kernel_cgroups in ("v1", "v2") and (self.serverapp.gateway_config.gateway_enabled
+                                                    or self.sandbox == "none"):
+            if self.serverapp.gateway_config.gateway_enabled:
+                where = "kernels run on a pool (--gateway-url), whose hosts set rlimits only"
+            else:
+                problem = getattr(self, "_sandbox_problem", None)
+                where = f"kernels are not sandboxed here (c.Warden.sandbox is 'none'{': ' + problem if problem else ''})"
+            self._refuse(f"c.Warden.kernel_cgroups is {self.kernel_cgroups!r} but {where}")
         if self.serverapp.gateway_config.gateway_enabled:
             self._start_pool()
             return
@@ -646,6 +687,7 @@ class Warden(ExtensionApp):
         if first <= self.sandbox_gid <= last or self.sandbox_gid == 0:
             self._refuse("c.Warden.sandbox_gid must not be 0 nor inside c.Warden.sandbox_uid_range")
         hidden = [self.state_dir, *(p for p in jupyter_config_path() if os.path.isdir(p))]
+        limits, cgroups = self._kernel_cgroups(self._kernel_limits())
         self.sandbox_runner = sandboxing.Sandbox(
             uids=sandboxing.KernelUids(self.store, first, last),
             gid=self.sandbox_gid,
@@ -653,18 +695,42 @@ class Warden(ExtensionApp):
             root_dir=self.serverapp.root_dir,
             hidden=hidden,
             system_paths=self.sandbox_system_paths,
-            limits=self._kernel_limits(),
+            limits=limits,
             network_subjects=network,
             max_entries=self.sandbox_max_entries,
             max_age=self.kernel_max_age,
             log=self.log,
             workspace=self.workspace_dir,
+            cgroups=cgroups,
         )
         self.sandbox_watch = AccessWatch(self, self.kernel_recheck_interval)
         kernel_manager.warden_app = self
         self.log.info("jupyter-warden: kernels sandboxed by bubblewrap, uids %d-%d", first, last)
-        self.log.info("jupyter-warden: no cgroup limits on kernels (memory.max, pids.max): %s; rlimits only",
-                      sandboxing.cgroup_v2_problem() or "the warden does not create cgroups yet")
+
+    def _kernel_cgroups(self, limits):
+        """The kernels' cgroups (c.Warden.kernel_cgroups), and the limits with theirs in."""
+        import atexit
+        import dataclasses
+
+        memory, pids = self.kernel_memory_limit, self.kernel_cgroup_pids_limit
+        if not (memory or pids) and self.kernel_cgroups in ("auto", "none"):
+            cgroups, why = None, "kernel_memory_limit and kernel_cgroup_pids_limit are both 0"
+        else:
+            try:
+                cgroups, why = sandboxing.Cgroups.open(self.kernel_cgroups)
+            except sandboxing.CgroupError as e:
+                self._refuse(f"c.Warden.kernel_cgroups is {self.kernel_cgroups!r} but {e}")
+        if cgroups is None:
+            self.log.info("jupyter-warden: no cgroup limits on kernels (memory.max, pids.max): %s; "
+                          "rlimits only", why)
+            return limits, None
+        # Kernels are shut down after extensions stop: the last one's cleanup, or the
+        # process's exit, removes the server's folders.
+        atexit.register(cgroups.close, kill=True)
+        self.log.info("jupyter-warden: each kernel in a cgroup %s of its own, in %s: memory %s, pids %s",
+                      cgroups.backend, ", ".join(map(str, cgroups.where)), memory or "no limit", pids or "no limit")
+        return dataclasses.replace(limits, cgroup=cgroups.backend, cgroup_memory_bytes=memory,
+                                   cgroup_pids=pids), cgroups
 
     def _start_pool(self):
         """Kernels on an Enterprise Gateway: sign each launch request for the pool hosts."""
@@ -769,6 +835,12 @@ class Warden(ExtensionApp):
         watch = getattr(self, "sandbox_watch", None)
         if watch is not None:
             watch.stop()
+        cgroups = getattr(getattr(self, "sandbox_runner", None), "cgroups", None)
+        if cgroups is not None:
+            # Kernels still run (jupyter_server stops them after extensions): the last
+            # one's cleanup removes the server's folders.
+            cgroups.stopping = True
+            cgroups.close()
         pool = getattr(self, "pool", None)
         if pool is not None:
             pool.stop()

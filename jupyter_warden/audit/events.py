@@ -32,7 +32,8 @@ AUDIT_EVENTS: dict[str, str] = {
                       "sealed cell, those of its placeholder, and the key, key version and cell id that "
                       "opened it (details.sealed).",
     "kernel.execute_reply": "The outcome (ok, error, aborted) of an execution, from the kernel's reply; "
-                            "lost when the kernel died before replying (the client gets an error reply).",
+                            "lost when the kernel died before replying (the client gets an error reply); "
+                            "aborted, naming who, when it was restarted or shut down on request before replying.",
     "kernel.output_cut": "An execution's output passed c.Warden.kernel_max_output_bytes and was cut.",
     "kernel.output_dropped": "A kernel websocket's client was not reading: output was dropped while more "
                              "than c.Warden.kernel_max_send_buffer_bytes waited to be sent to it.",
@@ -47,13 +48,13 @@ AUDIT_EVENTS: dict[str, str] = {
                         "forged awareness, or a malformed or unknown message; at most one record a second "
                         "per connection.",
     # sandboxed kernels (docs/security.md, "Sandbox")
-    "kernel.start": "A kernel was started in its sandbox (uid, limits, network, whether its folder is "
-                    "writable), or refused one (deny, with why).",
+    "kernel.start": "A kernel was started in its sandbox (uid, limits and its cgroup's, network, whether its "
+                    "folder is writable), or refused one (deny, with why).",
     "kernel.lost": "A pool kernel was lost (the gateway restarted it on its own, or gave it up: its host "
                    "stopped answering); its users were told to restart it (docs/pool.md).",
     "kernel.exit": "A sandboxed kernel's process ended: its exit code and cause (shutdown, restart, "
-                   "max-age, idle, access-lost, cpu-limit, file-size-limit, killed, crashed, terminated, "
-                   "exited).",
+                   "max-age, idle, access-lost, cpu-limit, memory-limit, file-size-limit, killed, crashed, "
+                   "terminated, exited).",
     # the secrets vault (docs/secrets.md); values are never recorded
     "secret.set": "A secret was created or its value replaced (its name and owner; never the value).",
     "secret.grant": "A secret was granted to a user or group.",

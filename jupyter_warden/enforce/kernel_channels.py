@@ -602,17 +602,33 @@ class KernelChannelGuard:
                 return
             ename, evalue = content.get("ename"), content.get("evalue")
             if isinstance(ename, str) and isinstance(evalue, str):
-                hint = error_hint(ename, evalue, limits, content.get("traceback"))
+                hint = error_hint(ename, evalue, limits, content.get("traceback"), self._kernel_cap_refused)
                 if hint:
                     self._notice(hint, message.parent)
-        elif (limits.processes and isinstance(raw_content, bytes) and FORK_REFUSED in raw_content
-                and b"fork" in raw_content and isinstance(message.header, dict)
+        elif ((limits.processes or limits.cgroup_pids) and isinstance(raw_content, bytes)
+                and FORK_REFUSED in raw_content and b"fork" in raw_content and isinstance(message.header, dict)
                 and message.header.get("msg_type") == "stream"):
             parent_id = self._parent_id(message)
             execution = self._remember(parent_id) if parent_id else {}
             if not execution.get("told_processes"):
                 execution["told_processes"] = True
-                self._notice(process_hint(limits), message.parent)
+                self._notice(process_hint(limits, kernel_cap=self._kernel_cap_refused()), message.parent)
+
+    def _kernel_cap_refused(self) -> bool | None:
+        """Whether the kernel's cgroup refused a process since this connection last asked
+        (its pids.events count rose); None without a cgroup to ask."""
+        try:
+            launch = self.multi_kernel_manager.get_kernel(self.kernel_id).provisioner.launch
+            cgroup = launch.cgroup if launch is not None else None
+        except (KeyError, AttributeError):
+            return None
+        if cgroup is None:
+            return None
+        count = cgroup.pids_refusals()
+        seen = getattr(self, "_pids_refusals_seen", (None, 0))
+        before = seen[1] if seen[0] is cgroup else 0  # a restart's cgroup counts from 0
+        self._pids_refusals_seen = (cgroup, count)
+        return count > before
 
     def kernel_ended(self, message: str, stopped: bool = False) -> None:
         """Tell this client why its kernel died: in each running cell, or once if none runs.

@@ -1,7 +1,8 @@
 """Sandboxed kernels (G4): each kernel runs in bubblewrap, under its user's own uid.
 
 ``launch`` decides what a kernel sees and may use, ``provisioner`` plugs that
-into jupyter_client, ``uids`` keeps each subject's uid in the store.
+into jupyter_client, ``uids`` keeps each subject's uid in the store,
+``cgroups`` caps each kernel's memory and processes where the host allows.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import functools
 import os
 import subprocess
 
+from .cgroups import CgroupError, Cgroups
 from .launch import BWRAP, PRLIMIT, SETPRIV, Limits, Sandbox, SandboxRefused
 from .provisioner import SandboxProvisioner, culling_kernel_manager, install_factory, uninstall_factory
 from .uids import KernelUids
@@ -37,31 +39,6 @@ def bubblewrap_problem() -> str | None:
     return None
 
 
-def cgroup_v2_problem() -> str | None:
-    """Why per-kernel cgroup v2 limits (memory.max, pids.max) can't be set on this host, or None."""
-    try:
-        with open("/proc/self/mounts") as f:
-            mounts = [line.split()[1] for line in f if line.split()[2:3] == ["cgroup2"]]
-    except OSError as e:
-        return f"the mounts can't be read: {e}"
-    if not mounts:
-        return "this host has no cgroup v2 hierarchy"
-    where = mounts[0]
-    try:
-        with open(os.path.join(where, "cgroup.controllers")) as f:
-            controllers = set(f.read().split())
-    except OSError as e:
-        return f"{where}/cgroup.controllers can't be read: {e}"
-    missing = sorted({"memory", "pids"} - controllers)
-    if missing:
-        v1 = [name for name in missing if os.path.isdir(f"/sys/fs/cgroup/{name}")]
-        held = f" (held by cgroup v1 hierarchies: {', '.join(v1)})" if v1 else ""
-        return f"the cgroup v2 hierarchy at {where} has no {' or '.join(missing)} controller{held}"
-    if not os.access(where, os.W_OK):
-        return f"the cgroup v2 hierarchy at {where} is not writable by the server"
-    return None
-
-
-__all__ = ["KernelUids", "Limits", "Sandbox", "SandboxProvisioner", "SandboxRefused",
-           "bubblewrap_problem", "cgroup_v2_problem", "culling_kernel_manager", "install_factory",
+__all__ = ["CgroupError", "Cgroups", "KernelUids", "Limits", "Sandbox", "SandboxProvisioner", "SandboxRefused",
+           "bubblewrap_problem", "culling_kernel_manager", "install_factory",
            "uninstall_factory"]

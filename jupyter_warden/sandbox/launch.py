@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..policy.engine import Actor, PolicyEngine
+from .cgroups import Cgroups, KernelCgroup
 from .uids import KernelUids
 
 BWRAP = "/usr/bin/bwrap"
@@ -47,13 +48,18 @@ class SandboxRefused(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """rlimits of a kernel's processes; 0 means no limit."""
+    """rlimits of a kernel's processes, and its cgroup's limits; 0 means no limit."""
 
-    memory_bytes: int  # address space (RLIMIT_AS)
+    memory_bytes: int  # address space of each process (RLIMIT_AS)
     cpu_seconds: int
     processes: int  # tasks of the kernel's uid, on the whole host (RLIMIT_NPROC)
     file_bytes: int  # largest file it may write (RLIMIT_FSIZE)
     open_files: int
+    # With a cgroup per kernel (sandbox/cgroups.py): its backend ("v1", "v2"; "" for
+    # none), and the caps on all of one kernel's processes together.
+    cgroup: str = ""
+    cgroup_memory_bytes: int = 0  # memory.max / memory.limit_in_bytes
+    cgroup_pids: int = 0  # pids.max
 
     def prlimit_argv(self) -> list[str]:
         pairs = (("as", self.memory_bytes), ("nproc", self.processes),
@@ -73,7 +79,7 @@ class Limits:
 SIGNAL_CAUSES = {
     signal.SIGXCPU: "cpu-limit",
     signal.SIGXFSZ: "file-size-limit",
-    signal.SIGKILL: "killed",
+    signal.SIGKILL: "killed",  # "memory-limit" when the kernel's cgroup counts an OOM kill
     signal.SIGSEGV: "crashed (possibly the memory limit)",
     signal.SIGABRT: "crashed (possibly the memory limit)",
     signal.SIGTERM: "terminated",
@@ -109,6 +115,7 @@ class Launch:
     # it runs (sandbox/watch.py).
     views: list[tuple[str, bool, bool]] = dataclasses.field(default_factory=list)
     workspace: str | None = None  # the user's workspace (API path), when bound
+    cgroup: KernelCgroup | None = None  # this start's own cgroup, when the host gives cgroups
 
     def argv(self, kernel_cmd: list[str]) -> list[str]:
         namespaces = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -116,7 +123,8 @@ class Launch:
             namespaces.append("--unshare-net")
         drop_to_uid = [SETPRIV, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
                        "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
-        return [BWRAP, "--die-with-parent", "--new-session", *namespaces, "--hostname", "kernel",
+        joins = self.cgroup.launcher() if self.cgroup is not None else []
+        return [*joins, BWRAP, "--die-with-parent", "--new-session", *namespaces, "--hostname", "kernel",
                 *self.mounts, "--chdir", self.chdir, "--",
                 *self.limits.prlimit_argv(), *drop_to_uid, *kernel_cmd]
 
@@ -130,8 +138,11 @@ class Launch:
         return env
 
     def audit_details(self, kernel_id: str) -> dict:
-        return {"kernel_id": kernel_id, "uid": self.uid, "network": self.network,
-                "writable": self.writable, "limits": self.limits.as_dict(), "workspace": self.workspace}
+        details = {"kernel_id": kernel_id, "uid": self.uid, "network": self.network,
+                   "writable": self.writable, "limits": self.limits.as_dict(), "workspace": self.workspace}
+        if self.cgroup is not None:
+            details["cgroup"] = [str(p) for p in self.cgroup.paths]
+        return details
 
 
 def interpreter_trees(argv0: str) -> list[Path]:
@@ -216,8 +227,9 @@ class Sandbox:
     def __init__(self, *, uids: KernelUids, gid: int, engine: PolicyEngine, root_dir: str,
                  hidden: list[str], system_paths: list[str], limits: Limits,
                  network_subjects: frozenset[str], max_entries: int, max_age: float, log,
-                 workspace: str = ""):
+                 workspace: str = "", cgroups: Cgroups | None = None):
         self.uids, self.gid, self.engine, self.log = uids, gid, engine, log
+        self.cgroups = cgroups  # a cgroup per kernel start, when the host gives them
         self.workspace = workspace
         self.root = Path(root_dir).resolve()
         self.system_paths = [Path(p) for p in system_paths]
@@ -274,11 +286,14 @@ class Sandbox:
         for top_os, top_api in tops:
             self._bind_top(actor, top_os, top_api, mounts, views)
         mounts.bind(run_dir, writable=True)  # last: the served root may hold the socket folders
+        cgroup = None
+        if self.cgroups is not None:  # last: nothing after it can refuse, and leave it behind
+            cgroup = self.cgroups.create(kernel_id, self.limits.cgroup_memory_bytes, self.limits.cgroup_pids)
         return Launch(
             subject=actor.subject, user=actor.name, uid=uid, gid=self.gid, folder=folder,
             writable=writable, network=not self.network_subjects.isdisjoint(actor.subjects()),
             limits=self.limits, mounts=mounts.args, chdir=str(folder_os), run_dir=run_dir,
-            views=views, workspace=str(workspace[0]) if workspace is not None else None,
+            views=views, workspace=str(workspace[0]) if workspace is not None else None, cgroup=cgroup,
         )
 
     def workspace_for(self, actor: Actor) -> tuple[Path, str] | None:
@@ -376,6 +391,7 @@ class Sandbox:
             self.log.warning("jupyter-warden: can't open %s to kernels: %s", path, e)
 
     def release(self, launch: Launch) -> None:
+        self.release_cgroup(launch)
         for child in launch.run_dir.glob("*"):
             try:
                 child.unlink()
@@ -385,3 +401,11 @@ class Sandbox:
             launch.run_dir.rmdir()
         except OSError:
             pass
+
+    def release_cgroup(self, launch: Launch) -> None:
+        """Remove the cgroup of a kernel start that has ended (its leftovers killed)."""
+        if launch.cgroup is not None:
+            if not launch.cgroup.remove_now():
+                self.log.warning("jupyter-warden: the cgroup %s is not empty; left in place",
+                                 ", ".join(map(str, launch.cgroup.paths)))
+            launch.cgroup = None

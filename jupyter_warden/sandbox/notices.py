@@ -36,6 +36,10 @@ def exit_message(cause: str, limits, max_age: float, detail: str | None = None,
                "(c.Warden.kernel_cpu_limit)")
     elif cause == "file-size-limit":
         why = f"it wrote past the file size limit of {_size(limits.file_bytes)} (c.Warden.kernel_file_size_limit)"
+    elif cause == "memory-limit":
+        cap = limits.cgroup_memory_bytes or limits.memory_bytes
+        why = (f"it used more memory than its limit of {_size(cap)} for the kernel and all its processes "
+               "together (c.Warden.kernel_memory_limit), and was killed")
     elif cause.startswith("crashed"):
         memory = f" of {_size(limits.memory_bytes)}" if limits.memory_bytes else ""
         why = (f"it crashed, possibly on the memory limit{memory} per process "
@@ -71,8 +75,13 @@ _STARTS_PROCESS = ("fork", "spawn", "Popen", "_execute_child")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def error_hint(ename: str, evalue: str, limits, traceback=None) -> str | None:
-    """A note to add below an error that a sandbox limit caused, or None."""
+def error_hint(ename: str, evalue: str, limits, traceback=None, kernel_cap=None) -> str | None:
+    """A note to add below an error that a sandbox limit caused, or None.
+
+    ``kernel_cap``: a function saying whether a refused process or thread was
+    refused by the kernel's own cgroup cap (True), by the user's rlimit (False),
+    or None when it can't tell (see ``process_hint``).
+    """
     if ename.endswith("MemoryError") and limits.memory_bytes:  # numpy's _ArrayMemoryError too
         return (f"{PREFIX}This kernel may use at most {_size(limits.memory_bytes)} of memory per process "
                 "(c.Warden.kernel_memory_limit); the allocation was refused.")
@@ -82,24 +91,36 @@ def error_hint(ename: str, evalue: str, limits, traceback=None) -> str | None:
     if evalue.startswith(f"[Errno {errno.EMFILE}]") and limits.open_files:
         return (f"{PREFIX}This kernel may hold at most {limits.open_files} files open per process "
                 "(c.Warden.kernel_open_files_limit).")
-    if not limits.processes:
+    if not (limits.processes or limits.cgroup_pids):
         return None
+    which = kernel_cap() if kernel_cap is not None else None
     if ename == "RuntimeError" and "can't start new thread" in evalue:
-        return process_hint(limits)
+        return process_hint(limits, kernel_cap=which)
     if ename in ("BlockingIOError", "OSError") and evalue.startswith(f"[Errno {errno.EAGAIN}]"):
         # EAGAIN is also a non-blocking socket's "try again": certain only where the
         # traceback shows a process being started (IPython may show other lines).
         lines = traceback if isinstance(traceback, list) else []
         text = _ANSI.sub("", "\n".join(line for line in lines if isinstance(line, str)))
-        return process_hint(limits, certain=any(marker in text for marker in _STARTS_PROCESS))
+        # The kernel's cgroup counting a refusal just now is as sure as the traceback.
+        certain = which is True or any(marker in text for marker in _STARTS_PROCESS)
+        return process_hint(limits, certain=certain, kernel_cap=which)
     return None
 
 
-def process_hint(limits, certain: bool = True) -> str:
+def process_hint(limits, certain: bool = True, kernel_cap: bool | None = None) -> str:
+    """Which process limit refused: the kernel's cgroup cap (``kernel_cap`` True), the
+    user's rlimit (False), or, when that can't be told, each limit there is."""
     what = ("A new process or thread was refused" if certain
             else "If this error came from starting a process or thread, it was refused")
-    return (f"{PREFIX}{what}: this user's kernels may run at most {limits.processes} processes and "
-            "threads together (c.Warden.kernel_process_limit).")
+    kernel = (f"this kernel may run at most {limits.cgroup_pids} processes and threads "
+              "(c.Warden.kernel_cgroup_pids_limit)")
+    user = (f"this user's kernels may run at most {limits.processes} processes and threads together "
+            "(c.Warden.kernel_process_limit)")
+    if not limits.cgroup_pids or kernel_cap is False and limits.processes:
+        return f"{PREFIX}{what}: {user}."
+    if kernel_cap or not limits.processes:
+        return f"{PREFIX}{what}: {kernel}."
+    return f"{PREFIX}{what}: {user}, and {kernel}."
 
 
 # A shell's or C library's own words when fork fails, in a stream (bash: "fork: retry:

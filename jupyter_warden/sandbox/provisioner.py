@@ -23,6 +23,7 @@ from tornado import web
 
 from ..policy.engine import Actor
 from ..store import StoreError
+from .cgroups import CgroupError
 from .launch import Launch, SandboxRefused, exit_cause
 from .notices import STOPPED, exit_message
 
@@ -108,7 +109,7 @@ class SandboxProvisioner(LocalProvisioner):
             warden.audit.record(self.actor.name, "kernel.start", "deny", reason=str(e),
                                 details={"kernel_id": self.kernel_id})
             raise web.HTTPError(403, str(e)) from None
-        except StoreError as e:  # e.g. no free uid, or the store is down: no kernel, fail closed
+        except (StoreError, CgroupError) as e:  # e.g. no free uid, the store is down: no kernel, fail closed
             raise web.HTTPError(503, f"the kernel can't be sandboxed: {e}") from None
         run_dir = self.launch.run_dir
         km.transport = "ipc"
@@ -195,8 +196,15 @@ class SandboxProvisioner(LocalProvisioner):
             return
         self._exit_recorded = True
         cause = self.stop_reason or exit_cause(code)
+        cgroup = self.launch.cgroup
+        oom_kills = cgroup.oom_kills() if cgroup is not None else 0
+        if cause == "killed" and oom_kills > 0:
+            # SIGKILLed, and its cgroup (this start's alone) counts an OOM kill: its memory cap.
+            cause = "memory-limit"
         warden = self._warden
         details = {**self.launch.audit_details(self.kernel_id), "exit_code": code, "cause": cause}
+        if cgroup is not None:
+            details["oom_kills"] = oom_kills
         if self.stop_detail:
             details["detail"] = self.stop_detail
         self.log.info("jupyter-warden: kernel %s of %s ended: %s", self.kernel_id, self.launch.user, cause)
@@ -240,6 +248,14 @@ class SandboxProvisioner(LocalProvisioner):
 
     async def cleanup(self, restart: bool = False) -> None:
         await super().cleanup(restart=restart)
+        if self.launch is not None and self.launch.cgroup is not None:
+            # After the exit is recorded (it reads the OOM count); a restart gets a fresh cgroup.
+            if not restart:
+                self._record_exit(None)
+            cgroup, self.launch.cgroup = self.launch.cgroup, None
+            if not await cgroup.remove():
+                self.log.warning("jupyter-warden: kernel %s: its cgroup %s is not empty; left in place",
+                                 self.kernel_id, ", ".join(map(str, cgroup.paths)))
         if not restart:
             self._record_exit(None)
             if self._age_timer is not None:
