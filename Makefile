@@ -68,11 +68,12 @@ test-sqlite: venv system-deps eg-venv
 	$(PY) -m pytest $(PYTEST_ARGS) $(HUB_TESTS)
 
 # The browser and JupyterHub tests drive the UI and the hub's OAuth, not the
-# store; the pool test (tests/test_pool.py) and the API fuzzing (its schemas
-# and statuses are the same on either store) use the store as any server
-# does: they run once, in the SQLite pass, to keep CI's time in bounds.
+# store; the pool test (tests/test_pool.py), the kernel cgroups and the API
+# fuzzing (its schemas and statuses are the same on either store) use the
+# store as any server does: they run once, in the SQLite pass, to keep CI's
+# time in bounds.
 POSTGRES_SKIPS := tests/test_browser_labext.py tests/test_browser_rtc.py tests/test_pool.py \
-	tests/test_fuzz_api.py $(HUB_TESTS)
+	tests/test_sandbox_cgroups.py tests/test_fuzz_api.py $(HUB_TESTS)
 
 test-postgres: venv system-deps
 	WARDEN_TEST_POSTGRES=$$(scripts/test-postgres.sh) $(PY) -m pytest $(PYTEST_ARGS) \
