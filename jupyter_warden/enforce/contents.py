@@ -25,6 +25,7 @@ from contextvars import ContextVar
 
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.files.handlers import FilesHandler
+from jupyter_server.services.contents.handlers import ContentsHandler
 from sqlalchemy import func, select
 from tornado.web import HTTPError
 from traitlets import default
@@ -274,10 +275,12 @@ def _disk_full_is_507(save):
 def _masking_outputs(save):
     """A notebook's outputs are masked for the vault values of whoever saves it, before it is written.
 
-    A request (the contents API, a seal) saves for its user: their own values.
-    A collaboration room saves for everyone who wrote to it (``document_writers``;
-    its task runs in the context of the connection that opened the room, a
-    document handler). Never for every value handed out: then anyone could
+    A request of the contents API, or a seal (handlers marked
+    ``saves_for_its_user``), saves for its user: their own values. Anything
+    else is a collaboration room's save, for everyone who wrote to it
+    (``document_writers``): its task runs in the context of whatever changed
+    the room last (a document websocket, a fork merge, a timeline restore),
+    not of one saver. Never for every value handed out: then anyone could
     save guesses and read back which of them are someone's secret.
     """
 
@@ -288,7 +291,8 @@ def _masking_outputs(save):
             return
         handler = CallContext.get(CallContext.JUPYTER_HANDLER)
         account = getattr(handler, "warden_account", None)
-        if account is not None and not getattr(handler, "is_document_connection", False):
+        if account is not None and (isinstance(handler, ContentsHandler)
+                                    or getattr(handler, "saves_for_its_user", False)):
             masker = channels.save_masker([Actor.for_account(account).owner])
         else:
             writers = warden.document_writers.get(_policy_path(path or ""))

@@ -162,7 +162,6 @@ class GuardedDocumentHandler(YDocWebSocketHandler):
 
     warden_path: str | None = None  # set by the authorizer at sign-in, once read is checked
     warden_room_checked = False
-    is_document_connection = True  # its room's saves are the room's, not this user's (enforce/contents.py)
     _wrote = False
     kernel_id = None  # (the connection registry is shared with the kernel guard's)
 
